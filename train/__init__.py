@@ -1,0 +1,1 @@
+"""Torch side: datasets, models, training, post-training quantization, baselines."""
