@@ -11,5 +11,202 @@ def main() -> None:
     """Learn real network traffic and generate synthetic flows."""
 
 
+def _flows(path: str) -> list:
+    from ..runtime.flows import read_flows
+
+    try:
+        return read_flows(path)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False),
+              help="Labels CSV (gzip or plain): file, src_ip, src_port, dst_ip, dst_port, protocol, application_name.")
+@click.option("--label-from", type=click.Choice(["folder", "file"]),
+              help="Label = each capture's parent folder name or file stem.")
+@click.option("--max-packets", default=64, show_default=True, help="Packets kept per flow.")
+@click.option("--idle-timeout", default=120.0, show_default=True, help="Seconds without a packet that end a flow.")
+@click.option("--active-timeout", default=1800.0, show_default=True, help="Seconds after which a flow is cut.")
+@click.option("--bpf", help="BPF filter applied while reading, e.g. 'tcp port 443'.")
+@click.option("--interface", help="Capture live from this interface instead of reading files.")
+@click.option("--duration", type=float, help="Seconds of live capture (with --interface).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Flows file (Parquet) to write.")
+def ingest(paths, labels, label_from, max_packets, idle_timeout, active_timeout, bpf, interface, duration,
+           out) -> None:
+    """Assemble captures (pcap/pcapng/cap files, directories, or a live interface) into a flows file."""
+    from ..runtime.flows import write_flows
+    from ..runtime.ingest import ingest_live, ingest_paths
+    from ..runtime.pcap import CaptureError
+
+    if labels and label_from:
+        raise click.UsageError("use --labels or --label-from, not both")
+    if bool(paths) == bool(interface):
+        raise click.UsageError("give capture PATHs or --interface (with --duration), not both")
+    if interface and not duration:
+        raise click.UsageError("--interface needs --duration SECONDS")
+    assembly = dict(bpf=bpf, max_packets=max_packets, idle_timeout=idle_timeout, active_timeout=active_timeout)
+    try:
+        if interface:
+            flows, report = ingest_live(interface, duration, **assembly)
+        else:
+            flows, report = ingest_paths(paths, labels=labels, label_from=label_from, **assembly)
+    except (ValueError, CaptureError) as e:
+        raise click.ClickException(str(e)) from None
+    if not report.files:
+        raise click.ClickException("no capture could be read (see the warnings above)")
+    for line in report.lines():
+        click.echo(line)
+    write_flows(out, flows)
+    click.echo(f"{len(flows)} flows -> {out}")
+
+
+@main.command()
+@click.argument("flows", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory for train.parquet and test.parquet.")
+@click.option("--min-packets", default=3, show_default=True, help="Shorter flows are dropped.")
+@click.option("--min-flows", default=20, show_default=True, help="Classes with fewer flows (after caps) are dropped.")
+@click.option("--cap-per-class", default=500, show_default=True, help="Most flows kept per class.")
+@click.option("--cap-per-file", default=50, show_default=True, help="Most flows kept per class from one capture.")
+@click.option("--test-size", default=0.2, show_default=True, help="Fraction of each class held out for test.")
+@click.option("--seed", default=0, show_default=True)
+def split(flows, out, min_packets, min_flows, cap_per_class, cap_per_file, test_size, seed) -> None:
+    """Benchmark split of a labelled flows file: label = last dotted component, caps, stratified train/test."""
+    from pathlib import Path
+
+    from ..runtime.flows import write_flows
+    from ..runtime.split import format_table, split_flows
+
+    try:
+        train_set, test_set, table = split_flows(_flows(flows), min_packets, min_flows, cap_per_class, cap_per_file,
+                                                 test_size, seed)
+    except ValueError as e:
+        raise click.ClickException(f"{flows}: {e}") from None
+    write_flows(Path(out) / "train.parquet", train_set)
+    write_flows(Path(out) / "test.parquet", test_set)
+    for line in format_table(table):
+        click.echo(line)
+    click.echo(f"{len(train_set)} train, {len(test_set)} test flows -> {out}")
+
+
+@main.command()
+@click.argument("flows", type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", "model_name", type=click.Choice(["llama"]), default="llama", show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
+@click.option("--epochs", default=60, show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--lr", default=2e-3, show_default=True)
+@click.option("--dropout", default=0.3, show_default=True)
+@click.option("--max-packets", default=64, show_default=True, help="Packets per flow the model sees.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+def train(flows, model_name, out, epochs, batch_size, lr, dropout, max_packets, seed, device) -> None:
+    """Train a class-conditioned generator on a flows file (labels = classes)."""
+    from ..train.train import TrainConfig, train as run_training
+
+    data = [f for f in _flows(flows) if f.label and f.pl]
+    if len({f.label for f in data}) < 2:
+        raise click.ClickException(f"{flows}: need labelled flows of at least 2 classes (column 'label')")
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    summary = run_training(data, out, {"dropout": dropout}, cfg, max_packets=max_packets, log=click.echo)
+    sel = summary["selected"]
+    click.echo(f"kept epoch {sel['epoch']} (val TSTR {sel['val_tstr']:.3f}, copy rate {sel['val_copy_rate']:.2f} "
+               f"<= natural {summary['natural_copy_rate']:.2f}) -> {out}")
+
+
+def _open_generator(path: str, device: str):
+    """A step function and tokenizer from a torch run directory (torch imported only here)."""
+    from ..train.checkpoint import load_run
+    from ..train.generate import torch_step
+    from ..train.train import resolve_device
+
+    try:
+        model, tok = load_run(path, resolve_device(device))
+    except (FileNotFoundError, KeyError, TypeError) as e:
+        raise click.ClickException(f"{path}: cannot load model: {e}") from None
+    return torch_step(model), tok
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--n-per-class", type=int, help="Flows per class (default: --counts-from, else 100).")
+@click.option("--counts-from", type=click.Path(exists=True, dir_okay=False),
+              help="A flows file whose per-class counts to reproduce (e.g. the real training split).")
+@click.option("--classes", help="Comma-separated subset of the model's classes.")
+@click.option("--temperature", default=1.0, show_default=True)
+@click.option("--top-k", default=0, show_default=True)
+@click.option("--top-p", default=1.0, show_default=True)
+@click.option("--batch-size", default=1024, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Synthetic flows file (Parquet).")
+def generate(run, n_per_class, counts_from, classes, temperature, top_k, top_p, batch_size, seed, device, out) -> None:
+    """Generate labelled synthetic flows from a trained run; the same seed gives the same flows."""
+    from collections import Counter
+
+    from tqdm import tqdm
+
+    from ..runtime.flows import write_flows
+    from ..runtime.sampler import Sampling, generate as sample_flows
+
+    step, tok = _open_generator(run, device)
+    wanted = classes.split(",") if classes else list(tok.classes)
+    unknown = [c for c in wanted if c not in tok.classes]
+    if unknown:
+        raise click.ClickException(f"--classes: {', '.join(unknown)} not among the model's classes")
+    if counts_from and n_per_class is None:
+        have = Counter(f.label for f in _flows(counts_from))
+        counts = {c: have[c] for c in wanted if have[c]}
+    else:
+        counts = {c: n_per_class or 100 for c in wanted}
+    flows = []
+    with tqdm(total=sum(counts.values()), desc="generate", unit="flow") as bar:
+        for batch in sample_flows(step, tok, counts, Sampling(temperature, top_k, top_p), batch_size, seed):
+            flows += batch
+            bar.update(len(batch))
+    write_flows(out, flows)
+    click.echo(f"{len(flows)} flows of {len(counts)} classes -> {out}")
+
+
+_ROWS = ["pkt_count_jsd", "1gram_jsd", "2gram_jsd", "markov_jsd", "uniq_align", "leakage", "copy_rate", "tstr_f1"]
+
+
+def _report_table(rep: dict) -> str:
+    cols = [c for c in ("synthetic", "real_floor") if c in rep]
+    lines = [f"{'metric':<16}" + "".join(f"{c:>14}" for c in cols)]
+    for r in _ROWS:
+        if any(r in rep[c] for c in cols):
+            lines.append(f"{r:<16}" + "".join(f"{rep[c].get(r, float('nan')):>14.3f}" for c in cols))
+    if "ratio" in rep:
+        lines.append(f"{'TSTR / TRTR':<16}{rep['ratio']['tstr_over_trtr']:>14.3f}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--real", required=True, type=click.Path(exists=True, dir_okay=False), help="Real test flows.")
+@click.option("--synthetic", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--train", "train_path", type=click.Path(exists=True, dir_okay=False),
+              help="Real training flows: adds leakage, copy rate and the real-vs-real floor (TRTR).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
+@click.option("--seed", default=0, show_default=True)
+def evaluate(real, synthetic, train_path, json_out, seed) -> None:
+    """Fidelity (JSDs, UniqAlign, leakage, copy rate) and TSTR of synthetic flows against real ones."""
+    import json
+    from pathlib import Path
+
+    from ..runtime.flows import write_atomic
+    from ..runtime.metrics import evaluate as run_eval
+
+    test, syn = _flows(real), _flows(synthetic)
+    rep = run_eval(test, syn, _flows(train_path) if train_path else None, seed)
+    click.echo("JSD: 0 = same distribution (macro over classes); floor = real train vs real test; "
+               "copy_rate under real_floor = the natural rate")
+    click.echo(_report_table(rep))
+    if json_out:
+        write_atomic(json_out, lambda tmp: Path(tmp).write_text(json.dumps(rep, indent=2)))
+
+
 if __name__ == "__main__":
     main()

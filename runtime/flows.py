@@ -67,6 +67,10 @@ def to_table(flows: Iterable[Flow]) -> pa.Table:
     return pa.table({name: [getattr(f, name) for f in flows] for name in _NAMES}, schema=SCHEMA)
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def write_atomic(path: str | Path, write) -> None:
     """Call `write(tmp_path)`, then rename onto `path`, so a reader never sees a half-written file."""
     path = Path(path)
@@ -75,6 +79,7 @@ def write_atomic(path: str | Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should look like any other written file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,44 @@
+# ntg-edge: `make demo` sets up and runs the whole pipeline on the embedded captures; `make test` runs the tests.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+NTG     := $(BIN)/ntg-edge
+OUT     ?= out
+NDPI    ?= ../shared/data/ndpi
+EPOCHS  ?= 60
+
+.PHONY: setup demo test bench bench-ingest clean
+
+$(BIN)/ntg-edge: pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[train,dev]'
+	touch $@
+
+setup: $(BIN)/ntg-edge
+
+# The embedded default: captures this project recorded itself (data/README.md), labelled by folder = service.
+demo: setup
+	$(NTG) ingest data/captures --label-from folder --out $(OUT)/demo/flows.parquet
+	$(NTG) split $(OUT)/demo/flows.parquet --out $(OUT)/demo
+	$(NTG) train $(OUT)/demo/train.parquet --model llama --epochs 25 --out $(OUT)/demo/run
+	$(NTG) generate $(OUT)/demo/run --counts-from $(OUT)/demo/train.parquet --out $(OUT)/demo/synthetic.parquet
+	$(NTG) evaluate --real $(OUT)/demo/test.parquet --synthetic $(OUT)/demo/synthetic.parquet \
+		--train $(OUT)/demo/train.parquet --json $(OUT)/demo/report.json
+
+test: setup
+	$(BIN)/pytest -q
+
+# The benchmark split of the nDPI corpus (README "Benchmark"): fidelity with the real-vs-real floor, copy rate
+# beside the natural rate, TSTR/TRTR.
+bench: setup
+	$(NTG) ingest $(NDPI)/pcaps --labels $(NDPI)/labels.csv.gz --out $(OUT)/ndpi/flows.parquet
+	$(NTG) split $(OUT)/ndpi/flows.parquet --out $(OUT)/ndpi
+	$(NTG) train $(OUT)/ndpi/train.parquet --model llama --epochs $(EPOCHS) --out $(OUT)/ndpi/run
+	$(NTG) generate $(OUT)/ndpi/run --counts-from $(OUT)/ndpi/train.parquet --out $(OUT)/ndpi/synthetic.parquet
+	$(NTG) evaluate --real $(OUT)/ndpi/test.parquet --synthetic $(OUT)/ndpi/synthetic.parquet \
+		--train $(OUT)/ndpi/train.parquet --json $(OUT)/ndpi/report.json
+	$(BIN)/python bench/ingest.py $(NDPI)/pcaps
+
+clean:
+	rm -rf $(OUT)

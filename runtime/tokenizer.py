@@ -1,0 +1,123 @@
+"""One tokenizer for every stage: a flow is a class token, then one token per packet, then <EOS>.
+
+A packet token is (direction, payload length): 2 x (max_len + 1) ids, as in the reference study. Each packet also
+carries an inter-arrival bin on a second, aligned stream (log-spaced bins), which lifts the study's no-timing limit
+without growing the packet vocabulary.
+
+Ids: 0 <PAD>, 1 <EOS>, 2 .. 2+C-1 class tokens, then packet tokens: upstream lengths 0..max_len, downstream 0..max_len.
+A payload longer than max_len (a jumbo frame, or a segmentation-offload super-packet in a capture taken on the
+sending host) is clipped to max_len: the tokenizer is exact for in-range flows and saturates above.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .flows import DOWN, UP, Flow
+
+PAD, EOS = 0, 1
+N_SPECIAL = 2
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    classes: tuple[str, ...]
+    max_len: int = 1500  # covers UDP over IPv4 at MTU 1500 (1472) and TCP with MSS 1460
+    max_packets: int = 64
+    iat_bins: int = 32  # bin 0 = "no gap" (first packet, < iat_min); bins 1.. log-spaced up to iat_max
+    iat_min: float = 1e-6
+    iat_max: float = 1800.0
+    _edges: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", tuple(self.classes))
+        edges = np.geomspace(self.iat_min, self.iat_max, self.iat_bins)  # edges[0] = iat_min
+        object.__setattr__(self, "_edges", edges)
+
+    # -- sizes -------------------------------------------------------------------------------------------------------
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def packet_base(self) -> int:
+        return N_SPECIAL + self.n_classes
+
+    @property
+    def vocab_size(self) -> int:
+        return self.packet_base + 2 * (self.max_len + 1)
+
+    @property
+    def block_size(self) -> int:
+        """Longest token sequence: class token, max_packets packets, <EOS>."""
+        return self.max_packets + 2
+
+    # -- ids -----------------------------------------------------------------------------------------------------------
+    def class_token(self, label: str) -> int:
+        try:
+            return N_SPECIAL + self.classes.index(label)
+        except ValueError:
+            raise KeyError(f"class {label!r} is not one of the model's {self.n_classes} classes") from None
+
+    def packet_tokens(self, dirs: np.ndarray, pls: np.ndarray) -> np.ndarray:
+        pl = np.minimum(np.asarray(pls, dtype=np.int64), self.max_len)
+        down = (np.asarray(dirs) == DOWN).astype(np.int64)
+        return self.packet_base + down * (self.max_len + 1) + pl
+
+    def is_packet(self, ids: np.ndarray) -> np.ndarray:
+        return ids >= self.packet_base
+
+    def unpack(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Packet token ids -> (dir, pl)."""
+        off = np.asarray(ids, dtype=np.int64) - self.packet_base
+        down = off > self.max_len
+        return np.where(down, DOWN, UP), np.where(down, off - self.max_len - 1, off)
+
+    def iat_to_bin(self, iat: np.ndarray) -> np.ndarray:
+        # searchsorted: iat < edges[0] -> 0; edges[k-1] <= iat < edges[k] -> k; beyond the last edge -> last bin.
+        return np.minimum(np.searchsorted(self._edges, np.asarray(iat, dtype=np.float64), side="right"),
+                          self.iat_bins - 1)
+
+    def bin_to_iat(self, bins: np.ndarray) -> np.ndarray:
+        """Geometric centre of each bin; bin 0 decodes to 0 s."""
+        e = self._edges
+        centres = np.concatenate([[0.0], np.sqrt(e[:-1] * e[1:])])
+        return centres[np.asarray(bins, dtype=np.int64)]
+
+    # -- flows <-> sequences ---------------------------------------------------------------------------------------
+    def encode(self, flow: Flow) -> tuple[np.ndarray, np.ndarray]:
+        """Flow -> (token ids, iat bins), both of length len(packets) + 2: class, packets, <EOS>."""
+        n = min(len(flow.pl), self.max_packets)
+        toks = np.empty(n + 2, dtype=np.int64)
+        bins = np.zeros(n + 2, dtype=np.int64)
+        toks[0] = self.class_token(flow.label)
+        toks[1 : n + 1] = self.packet_tokens(flow.dir[:n], flow.pl[:n])
+        toks[n + 1] = EOS
+        if n:
+            bins[1 : n + 1] = self.iat_to_bin(flow.iat[:n])
+            bins[1] = 0  # the first packet has no predecessor
+        return toks, bins
+
+    def decode(self, toks: np.ndarray, bins: np.ndarray, label: str) -> Flow:
+        """Generated ids (without the class token) -> Flow; stops at the first non-packet token."""
+        toks = np.asarray(toks)
+        stop = np.flatnonzero(~self.is_packet(toks))
+        n = int(stop[0]) if stop.size else len(toks)
+        dirs, pls = self.unpack(toks[:n])
+        iat = self.bin_to_iat(bins[:n])
+        if n:
+            iat[0] = 0.0
+        return Flow(label=label, packets=n, bytes=int(pls.sum()), pl=pls.tolist(), dir=dirs.tolist(), iat=iat.tolist())
+
+    # -- persistence (lives in the run's / bundle's config.yaml) ---------------------------------------------------
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("_edges")
+        d["classes"] = list(self.classes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Tokenizer":
+        return cls(**d)

@@ -1,0 +1,143 @@
+"""A LLaMA-style decoder over flow tokens: RMSNorm, rotary positions, SwiGLU, causal attention.
+
+Each position embeds a packet token plus its inter-arrival bin, and predicts the next packet token and the next
+inter-arrival bin. Attention takes and returns an explicit key/value cache (`past` -> `present`), so the one forward
+serves training (no past), batched generation (one token per step) and the ONNX step graph (export/onnx.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+KV = tuple[torch.Tensor, torch.Tensor]  # (batch, heads, past_len, head_dim) each
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    iat_bins: int
+    block_size: int
+    dim: int = 160  # the reference study's LLaMA: hidden 160, intermediate 320, 4 layers, 8 heads
+    hidden: int = 320
+    n_layers: int = 4
+    n_heads: int = 8
+    dropout: float = 0.3  # heavy on purpose: the corpus is small and a generator that copies training flows is worthless
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+def rope_tables(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    inv = 1.0 / cfg.rope_base ** (torch.arange(0, cfg.head_dim, 2).float() / cfg.head_dim)
+    angles = torch.outer(torch.arange(cfg.block_size).float(), inv)  # (block, head_dim/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # Rotate pairs (x1, x2) = the two halves of the head dimension (the "rotate_half" layout).
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim, self.dropout = cfg.n_heads, cfg.head_dim, cfg.dropout
+        self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
+        self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: KV | None) -> tuple[torch.Tensor, KV]:
+        b, t, _ = x.shape
+        q, k, v = self.wqkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        # Query i sits at absolute position (past_len + i) and may see keys 0 .. past_len + i.
+        past_len = k.shape[2] - t
+        mask = torch.arange(t, device=x.device)[:, None] + past_len >= torch.arange(k.shape[2], device=x.device)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.wo(y.transpose(1, 2).reshape(b, t, -1)), (k, v)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.w13 = nn.Linear(cfg.dim, 2 * cfg.hidden, bias=False)  # gate and up projections in one matmul
+        self.w2 = nn.Linear(cfg.hidden, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm, self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps), RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn, self.ffn = Attention(cfg), FeedForward(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, past: KV | None) -> tuple[torch.Tensor, KV]:
+        h, present = self.attn(self.attn_norm(x), cos, sin, past)
+        x = x + self.drop(h)
+        return x + self.drop(self.ffn(self.ffn_norm(x))), present
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.iat_emb = nn.Embedding(cfg.iat_bins, cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.iat_head = nn.Linear(cfg.dim, cfg.iat_bins, bias=False)
+        # The token head shares the embedding matrix: it is most of the parameters at this size.
+        cos, sin = rope_tables(cfg)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self, tokens: torch.Tensor, iats: torch.Tensor, past: list[KV] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[KV]]:
+        """tokens, iats: (batch, t) -> next-token logits (batch, t, vocab), next-iat logits (batch, t, bins), cache."""
+        t = tokens.shape[1]
+        start = 0 if past is None else past[0][0].shape[2]
+        cos, sin = self.rope_cos[start : start + t], self.rope_sin[start : start + t]
+        x = self.drop(self.tok_emb(tokens) + self.iat_emb(iats))
+        present = []
+        for i, layer in enumerate(self.layers):
+            x, kv = layer(x, cos, sin, None if past is None else past[i])
+            present.append(kv)
+        x = self.norm(x)
+        return F.linear(x, self.tok_emb.weight), self.iat_head(x), present
