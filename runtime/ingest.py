@@ -1,0 +1,249 @@
+"""Ingest: captures → labelled bidirectional flows (the `ntg-edge ingest` stage).
+
+Flow assembly follows NFStream 6.x, whose flows label the real corpus (data/ndpi): a flow is keyed by its canonical
+5-tuple plus VLAN id and tunnel kind; `src` is the endpoint that sent the first packet; a packet arriving
+`idle_timeout` seconds or more after the flow's last packet, or `active_timeout` seconds or more after its first,
+closes the flow and opens a new one with that packet. TCP FIN/RST do not close a flow: NFStream keeps the closing
+handshake and anything after it (a retransmission, a late RST) in the same flow until it goes idle, and matching its
+flows matters more here than the cleaner TCP semantics.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import sys
+from collections import Counter, OrderedDict, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Literal
+
+from tqdm import tqdm
+
+from .flows import DOWN, UP, Flow
+from .pcap import Capture, CaptureError, Packet, open_file, open_live
+
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
+LABEL_COLUMNS = ("file", "src_ip", "src_port", "dst_ip", "dst_port", "protocol", "application_name")
+_SCAN_INTERVAL = 1.0  # seconds of capture time between idle scans (NFStream: 10 ms; only output order differs)
+
+LabelFrom = Literal["folder", "file"]
+FlowKey = tuple  # (file, protocol, (ip, port), (ip, port)) with the two endpoints in canonical order
+
+
+class _Open:
+    """A flow being assembled; `last` is the time of its latest packet."""
+
+    __slots__ = ("flow", "last")
+
+    def __init__(self, flow: Flow, last: float) -> None:
+        self.flow = flow
+        self.last = last
+
+
+def assemble(
+    packets: Iterable[Packet],
+    file: str = "",
+    max_packets: int = 64,
+    idle_timeout: float = 120.0,
+    active_timeout: float = 1800.0,
+) -> Iterator[Flow]:
+    """Yield each bidirectional flow of `packets` (time-ordered) as soon as it is finished, the rest at the end.
+
+    Every packet counts in `packets`/`bytes`; only the first `max_packets` are kept in `pl`/`dir`/`iat`.
+    """
+    table: OrderedDict[tuple, _Open] = OrderedDict()  # least recently updated first, so idle flows are at the front
+    next_scan = 0.0
+    for p in packets:
+        a, b = (p.src, p.sport), (p.dst, p.dport)
+        key = (p.proto, p.vlan, p.tunnel, a, b) if a <= b else (p.proto, p.vlan, p.tunnel, b, a)
+        o = table.get(key)
+        if o is not None and (p.ts - o.last >= idle_timeout or p.ts - o.flow.first_ts >= active_timeout):
+            del table[key]
+            yield o.flow
+            o = None
+        if o is None:
+            flow = Flow(file=file, src_ip=p.src, src_port=p.sport, dst_ip=p.dst, dst_port=p.dport, protocol=p.proto,
+                        first_ts=p.ts, packets=1, bytes=p.pl, pl=[p.pl], dir=[UP], iat=[0.0])
+            table[key] = _Open(flow, p.ts)
+        else:
+            flow = o.flow
+            flow.packets += 1
+            flow.bytes += p.pl
+            if len(flow.pl) < max_packets:
+                flow.pl.append(p.pl)
+                flow.dir.append(UP if p.src == flow.src_ip and p.sport == flow.src_port else DOWN)
+                flow.iat.append(p.ts - o.last)
+            o.last = p.ts
+            table.move_to_end(key)
+        if p.ts >= next_scan:  # expire idle flows even if no packet of theirs comes again: bounded memory when live
+            next_scan = p.ts + _SCAN_INTERVAL
+            while table:
+                o = next(iter(table.values()))
+                if p.ts - o.last < idle_timeout:
+                    break
+                table.popitem(last=False)
+                yield o.flow
+    for o in table.values():
+        yield o.flow
+
+
+def _canonical(file: str, proto: int, a: tuple[str, int], b: tuple[str, int]) -> FlowKey:
+    return (file, proto, a, b) if a <= b else (file, proto, b, a)
+
+
+class Labels:
+    """Application labels from a labels CSV (the shape of data/ndpi/labels.csv.gz), by capture file name and 5-tuple.
+
+    A 5-tuple can carry several flows in one capture (port reuse, idle gaps): the k-th flow of a 5-tuple gets the k-th
+    row's label and later extra flows the last one, so one `Labels` serves one pass over the captures.
+    """
+
+    def __init__(self, rows: dict[FlowKey, list[str]]) -> None:
+        self._rows = rows
+        self._taken: Counter[FlowKey] = Counter()
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> Labels:
+        """Read a gzip or plain CSV. Raises ValueError naming the file and the missing column or bad row."""
+        path = Path(path)
+        rows: dict[FlowKey, list[str]] = defaultdict(list)
+        opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
+        with opener(path, "rt", newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in LABEL_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{path}: not a labels CSV: missing column {', '.join(missing)}")
+            for line, r in enumerate(reader, start=2):
+                try:
+                    key = _canonical(Path(r["file"]).name, int(r["protocol"]), (r["src_ip"], int(r["src_port"])),
+                                     (r["dst_ip"], int(r["dst_port"])))
+                except (TypeError, ValueError):
+                    raise ValueError(f"{path}:{line}: bad port or protocol number") from None
+                rows[key].append(r["application_name"])
+        return cls(dict(rows))
+
+    def take(self, flow: Flow) -> str | None:
+        """The label of `flow` (by `flow.file`, either orientation), or None if the CSV has no such flow."""
+        key = _canonical(flow.file, flow.protocol, (flow.src_ip, flow.src_port), (flow.dst_ip, flow.dst_port))
+        labels = self._rows.get(key)
+        if labels is None:
+            return None
+        k = self._taken[key]
+        self._taken[key] += 1
+        return labels[min(k, len(labels) - 1)]
+
+
+@dataclass
+class IngestReport:
+    files: int = 0  # captures read (fully or up to a read error)
+    failed: list[str] = field(default_factory=list)  # "path: why" for captures that could not be opened
+    warnings: list[str] = field(default_factory=list)  # failures and mid-file read errors, one line each
+    records: int = 0  # capture records read
+    packets: int = 0  # TCP/UDP packets assembled into flows
+    skipped: Counter[str] = field(default_factory=Counter)  # records not assembled, by reason
+    flows: int = 0
+    unlabelled: int = 0
+
+    def lines(self) -> list[str]:
+        """The human-readable report the CLI prints."""
+        out = [f"files      {self.files} read, {len(self.failed)} failed",
+               f"records    {self.records}",
+               f"packets    {self.packets} TCP/UDP assembled",
+               f"flows      {self.flows} ({self.unlabelled} unlabelled)"]
+        out += [f"skipped    {n:>8}  {why}" for why, n in self.skipped.most_common()]
+        return out
+
+
+def find_captures(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given (any extension) and, under directories, every *.pcap / *.pcapng / *.cap, sorted."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in CAPTURE_SUFFIXES)
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise ValueError(f"{p}: no such file or directory")
+    return found
+
+
+def _warn_stderr(message: str) -> None:
+    tqdm.write(f"warning: {message}", file=sys.stderr)  # tqdm.write keeps the progress bar intact
+
+
+def _labeller(path: Path, table: Labels | None, label_from: LabelFrom | None) -> Callable[[Flow], str | None]:
+    if table is not None:
+        return table.take
+    if label_from is None:
+        return lambda flow: None
+    name = {"folder": path.parent.name, "file": path.stem}[label_from]
+    return lambda flow: name
+
+
+def _collect(capture: Capture, file: str, report: IngestReport, label: Callable[[Flow], str | None],
+             warn: Callable[[str], None], **assembly) -> list[Flow]:
+    flows = []
+    for flow in assemble(capture, file=file, **assembly):
+        got = label(flow)
+        flow.label = got or ""
+        report.unlabelled += not got
+        flows.append(flow)
+    report.files += 1
+    report.records += capture.records
+    report.packets += capture.records - sum(capture.skipped.values())
+    report.skipped.update(capture.skipped)
+    report.flows += len(flows)
+    if capture.error:
+        report.warnings.append(f"{capture.name}: {capture.error} (kept the packets before it)")
+        warn(report.warnings[-1])
+    return flows
+
+
+def ingest_paths(
+    paths: Iterable[str | Path],
+    labels: str | Path | None = None,
+    label_from: LabelFrom | None = None,
+    bpf: str | None = None,
+    max_packets: int = 64,
+    idle_timeout: float = 120.0,
+    active_timeout: float = 1800.0,
+    progress: bool = True,
+    warn: Callable[[str], None] = _warn_stderr,
+) -> tuple[list[Flow], IngestReport]:
+    """Ingest capture files and directories (recursive). Labels come from a labels CSV (`labels`), from each
+    capture's folder or file name (`label_from`), or not at all. A capture that cannot be opened costs one `warn`
+    line and is skipped. Raises ValueError for a missing path or a bad labels CSV.
+    """
+    files = find_captures(paths)
+    table = Labels.from_csv(labels) if labels is not None else None
+    report = IngestReport()
+    flows: list[Flow] = []
+    for path in tqdm(files, desc="ingest", unit="file", disable=not progress):
+        try:
+            capture = open_file(path, bpf)
+        except CaptureError as e:
+            report.failed.append(str(e))
+            report.warnings.append(str(e))
+            warn(str(e))
+            continue
+        flows += _collect(capture, path.name, report, _labeller(path, table, label_from), warn, max_packets=max_packets,
+                          idle_timeout=idle_timeout, active_timeout=active_timeout)
+    return flows, report
+
+
+def ingest_live(
+    interface: str,
+    duration: float,
+    bpf: str | None = None,
+    max_packets: int = 64,
+    idle_timeout: float = 120.0,
+    active_timeout: float = 1800.0,
+    warn: Callable[[str], None] = _warn_stderr,
+) -> tuple[list[Flow], IngestReport]:
+    """Capture `duration` seconds from `interface` into unlabelled flows (`file` = the interface name).
+    Raises CaptureError if the interface cannot be opened (permissions, no such device, bad filter)."""
+    report = IngestReport()
+    flows = _collect(open_live(interface, duration, bpf), interface, report, lambda flow: None, warn,
+                     max_packets=max_packets, idle_timeout=idle_timeout, active_timeout=active_timeout)
+    return flows, report
