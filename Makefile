@@ -7,7 +7,7 @@ OUT     ?= out
 NDPI    ?= ../shared/data/ndpi
 EPOCHS  ?= 60
 
-.PHONY: setup demo test bench bench-ingest clean
+.PHONY: setup demo test bench bench-ingest export-int8 clean
 
 $(BIN)/ntg-edge: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,7 @@ setup: $(BIN)/ntg-edge
 # The embedded default: captures this project recorded itself (data/README.md), labelled by folder = service.
 demo: setup
 	$(NTG) ingest data/captures --label-from folder --out $(OUT)/demo/flows.parquet
-	$(NTG) split $(OUT)/demo/flows.parquet --out $(OUT)/demo
+	$(NTG) split $(OUT)/demo/flows.parquet --cap-per-file 500 --out $(OUT)/demo
 	$(NTG) train $(OUT)/demo/train.parquet --model llama --epochs 25 --out $(OUT)/demo/run
 	$(NTG) generate $(OUT)/demo/run --counts-from $(OUT)/demo/train.parquet --out $(OUT)/demo/synthetic.parquet
 	$(NTG) evaluate --real $(OUT)/demo/test.parquet --synthetic $(OUT)/demo/synthetic.parquet \
@@ -39,6 +39,12 @@ bench: setup
 	$(NTG) evaluate --real $(OUT)/ndpi/test.parquet --synthetic $(OUT)/ndpi/synthetic.parquet \
 		--train $(OUT)/ndpi/train.parquet --json $(OUT)/ndpi/report.json
 	$(BIN)/python bench/ingest.py $(NDPI)/pcaps
+
+# An int8 ONNX bundle of a trained run: what `ntg-edge generate BUNDLE ...` runs at the edge without torch.
+RUN     ?= $(OUT)/demo/run
+BUNDLE  ?= $(OUT)/demo/bundle-int8
+export-int8: setup
+	$(NTG) export $(RUN) --format onnx --int8 --out $(BUNDLE)
 
 clean:
 	rm -rf $(OUT)

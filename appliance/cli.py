@@ -99,10 +99,15 @@ def split(flows, out, min_packets, min_flows, cap_per_class, cap_per_file, test_
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--lr", default=2e-3, show_default=True)
 @click.option("--dropout", default=0.3, show_default=True)
+@click.option("--dim", default=160, show_default=True, help="Hidden size.")
+@click.option("--hidden", default=320, show_default=True, help="SwiGLU intermediate size.")
+@click.option("--layers", default=4, show_default=True)
+@click.option("--heads", default=8, show_default=True)
 @click.option("--max-packets", default=64, show_default=True, help="Packets per flow the model sees.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-def train(flows, model_name, out, epochs, batch_size, lr, dropout, max_packets, seed, device) -> None:
+def train(flows, model_name, out, epochs, batch_size, lr, dropout, dim, hidden, layers, heads, max_packets, seed,
+          device) -> None:
     """Train a class-conditioned generator on a flows file (labels = classes)."""
     from ..train.train import TrainConfig, train as run_training
 
@@ -110,14 +115,23 @@ def train(flows, model_name, out, epochs, batch_size, lr, dropout, max_packets, 
     if len({f.label for f in data}) < 2:
         raise click.ClickException(f"{flows}: need labelled flows of at least 2 classes (column 'label')")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
-    summary = run_training(data, out, {"dropout": dropout}, cfg, max_packets=max_packets, log=click.echo)
+    mc = {"dropout": dropout, "dim": dim, "hidden": hidden, "n_layers": layers, "n_heads": heads}
+    summary = run_training(data, out, mc, cfg, max_packets=max_packets, log=click.echo)
     sel = summary["selected"]
     click.echo(f"kept epoch {sel['epoch']} (val TSTR {sel['val_tstr']:.3f}, copy rate {sel['val_copy_rate']:.2f} "
                f"<= natural {summary['natural_copy_rate']:.2f}) -> {out}")
 
 
 def _open_generator(path: str, device: str):
-    """A step function and tokenizer from a torch run directory (torch imported only here)."""
+    """A step function and tokenizer from a bundle (manifest.json: ONNX Runtime / TensorRT, no torch) or a torch run
+    directory (torch imported only here). For a bundle, `device` is the provider: auto, cpu, cuda or tensorrt."""
+    from ..runtime.bundle import BundleError, is_bundle, load_bundle
+
+    if is_bundle(path):
+        try:
+            return load_bundle(path, device)
+        except (BundleError, ValueError, RuntimeError) as e:
+            raise click.ClickException(str(e)) from None
     from ..train.checkpoint import load_run
     from ..train.generate import torch_step
     from ..train.train import resolve_device
@@ -168,6 +182,30 @@ def generate(run, n_per_class, counts_from, classes, temperature, top_k, top_p, 
             bar.update(len(batch))
     write_flows(out, flows)
     click.echo(f"{len(flows)} flows of {len(counts)} classes -> {out}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt"]), default="onnx", show_default=True,
+              help="tensorrt = the ONNX bundle plus a TensorRT engine (model.plan) built on this machine's GPU.")
+@click.option("--int8", is_flag=True, help="int8 weights (ONNX dynamic quantization; with tensorrt: INT8 engine).")
+@click.option("--opset", default=23, show_default=True, help="ONNX opset (23 emits fused Attention/RMSNormalization).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
+def export(run, fmt, int8, opset, out) -> None:
+    """Export a trained run to a self-contained, hash-checked bundle that `generate` runs without torch."""
+    from ..export.bundle import export_bundle
+
+    trt = fmt == "tensorrt"
+    if trt and int8:
+        raise click.UsageError("--format tensorrt --int8 needs calibration flows, not wired here yet: "
+                               "build fp16 (export.tensorrt.build_engine takes calibration batches)")
+    try:
+        export_bundle(run, out, int8=int8 and not trt, opset=opset, tensorrt=trt, trt_int8=int8 and trt,
+                      log=click.echo)
+    except (FileNotFoundError, FileExistsError, KeyError, TypeError) as e:
+        raise click.ClickException(f"{run}: {e}") from None
+    except RuntimeError as e:  # TensorRT missing or its build failed
+        raise click.ClickException(str(e)) from None
 
 
 _ROWS = ["pkt_count_jsd", "1gram_jsd", "2gram_jsd", "markov_jsd", "uniq_align", "leakage", "copy_rate", "tstr_f1"]

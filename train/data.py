@@ -27,10 +27,22 @@ def pad(seqs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.
 
 
 def batches(
-    seqs: list[tuple[np.ndarray, np.ndarray]], batch_size: int, rng: np.random.Generator | None = None
+    seqs: list[tuple[np.ndarray, np.ndarray]],
+    batch_size: int,
+    rng: np.random.Generator | None = None,
+    weights: np.ndarray | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled (when rng is given) batches; within windows of 32 batches, sequences of similar length go together."""
-    order = rng.permutation(len(seqs)) if rng is not None else np.arange(len(seqs))
+    """One epoch of batches: in order, shuffled (rng), or drawn with replacement by `weights` (rng and weights).
+
+    Within windows of 32 batches, sequences of similar length go together.
+    """
+    n = len(seqs)
+    if rng is None:
+        order = np.arange(n)
+    elif weights is None:
+        order = rng.permutation(n)
+    else:
+        order = rng.choice(n, n, p=weights / weights.sum())
     window = 32 * batch_size
     groups = []
     for w in range(0, len(order), window):

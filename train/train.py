@@ -45,6 +45,9 @@ class TrainConfig:
     patience: int = 12
     val_fraction: float = 0.15
     val_flows_per_class: int = 60  # synthetic flows per class for validation TSTR
+    # Class balance of the training draws: a flow of a class with n flows is drawn with weight n**-balance.
+    # 0 = as they come; 1 = every class equally often. Small classes are where a generator fails first.
+    balance: float = 0.5
     seed: int = 0
     device: str = "auto"
 
@@ -105,13 +108,16 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
                             lr=c.lr, betas=(0.9, 0.95), fused=device == "cuda")
     steps_per_epoch = math.ceil(len(train_seqs) / c.batch_size)
     total = c.epochs * steps_per_epoch
-    per_class = {k: min(c.val_flows_per_class, max(v, 10)) for k, v in Counter(f.label for f in train_flows).items()}
+    n_class = Counter(f.label for f in train_flows)
+    per_class = {k: min(c.val_flows_per_class, max(v, 10)) for k, v in n_class.items()}
+    weights = np.array([n_class[f.label] ** -c.balance for f in train_flows])
 
     history, best, best_loss, stale, step = [], None, float("inf"), 0, 0
     for epoch in range(1, c.epochs + 1):
         model.train()
         t0, n_tok = time.perf_counter(), 0
-        bar = tqdm(batches(train_seqs, c.batch_size, rng), total=steps_per_epoch, desc=f"epoch {epoch}", leave=False)
+        bar = tqdm(batches(train_seqs, c.batch_size, rng, weights), total=steps_per_epoch, desc=f"epoch {epoch}",
+                   leave=False)
         for toks, bins in bar:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, c)

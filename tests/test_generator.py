@@ -1,0 +1,164 @@
+"""Tokenizer, model, sampler, metrics and the train -> generate -> evaluate path, on real flows of the nDPI corpus."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ntg_edge.appliance.cli import main
+from ntg_edge.runtime import metrics
+from ntg_edge.runtime.flows import Flow, read_flows, write_flows
+from ntg_edge.runtime.sampler import Sampling, generate, sample
+from ntg_edge.runtime.tokenizer import EOS, Tokenizer
+from ntg_edge.train.checkpoint import load_run
+from ntg_edge.train.data import pad
+from ntg_edge.train.generate import torch_step
+from ntg_edge.train.model import ModelConfig, Transformer
+from ntg_edge.train.train import TrainConfig, train
+
+TINY = {"dim": 32, "hidden": 64, "n_layers": 2, "n_heads": 4, "dropout": 0.1}
+
+
+@pytest.fixture(scope="module")
+def small(bench_split) -> tuple[list[Flow], list[Flow]]:
+    """Train/test flows of the five largest benchmark classes: enough to learn something in seconds."""
+    train_flows, test_flows = bench_split
+    top = [c for c, _ in Counter(f.label for f in train_flows).most_common(5)]
+    return [f for f in train_flows if f.label in top], [f for f in test_flows if f.label in top]
+
+
+@pytest.fixture(scope="module")
+def run_dir(small, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    summary = train(small[0], out, TINY, TrainConfig(epochs=3, val_flows_per_class=20), max_packets=32,
+                    log=lambda *_: None)
+    return out, summary
+
+
+def test_tokenizer_round_trip_on_real_flows(ndpi_flows):
+    flows = [f for f in ndpi_flows[0] if f.pl][:3000]
+    tok = Tokenizer(classes=tuple(sorted({f.label for f in flows})))
+    for f in flows:
+        toks, bins = tok.encode(f)
+        assert toks[-1] == EOS and len(toks) == min(len(f.pl), 64) + 2
+        back = tok.decode(toks[1:], bins[1:], f.label)
+        n = len(back.pl)
+        assert back.dir == f.dir[:n]
+        assert back.pl == [min(p, tok.max_len) for p in f.pl[:n]]
+        # timing survives within its log bin (bin width ratio ~1.6 over 1 us .. 1800 s)
+        real, got = np.array(f.iat[1:n]), np.array(back.iat[1:])
+        ok = (real < tok.iat_min) | ((got / np.maximum(real, 1e-12) < 2.0) & (real / np.maximum(got, 1e-12) < 2.0))
+        assert ok.all()
+
+
+def test_tokenizer_clips_oversized_payloads():
+    tok = Tokenizer(classes=("a",))
+    toks, bins = tok.encode(Flow(label="a", pl=[0, 9000, 1500], dir=[1, -1, -1], iat=[0, 0.1, 0.2]))
+    assert tok.decode(toks[1:], bins[1:], "a").pl == [0, 1500, 1500]
+
+
+def test_kv_cache_steps_match_full_forward(ndpi_flows):
+    """Generation's one-token steps with the cache must reproduce the training forward exactly."""
+    flows = [f for f in ndpi_flows[0] if len(f.pl) >= 12][:8]
+    tok = Tokenizer(classes=tuple(sorted({f.label for f in flows})), max_packets=12)
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(tok.vocab_size, tok.iat_bins, tok.block_size, **TINY)).eval()
+    toks, bins = pad([tok.encode(f) for f in flows])
+    with torch.no_grad():
+        full, full_iat, _ = model(toks, bins)
+        past, steps = None, []
+        for t in range(toks.shape[1]):
+            logits, iat_logits, past = model(toks[:, t : t + 1], bins[:, t : t + 1], past)
+            steps.append(logits)
+    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+
+
+def test_reference_config_size():
+    tok = Tokenizer(classes=tuple(f"c{i}" for i in range(40)))
+    n = Transformer(ModelConfig(tok.vocab_size, tok.iat_bins, tok.block_size)).n_params()
+    assert 1_000_000 <= n <= 2_000_000
+
+
+def test_sampling_filters():
+    rng = np.random.default_rng(0)
+    logits = np.log(np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]))
+    assert (sample(logits, Sampling(top_k=1), rng) == [0, 2]).all()
+    assert (sample(logits, Sampling(top_p=0.4), rng) == [0, 2]).all()
+    draws = np.array([sample(logits, Sampling(), rng) for _ in range(2000)])
+    assert abs((draws[:, 0] == 0).mean() - 0.5) < 0.05
+
+
+def test_metrics_floor_and_ceiling(small):
+    train_flows, test_flows = small
+    same = metrics.fidelity(test_flows, test_flows, train=test_flows)
+    assert same["1gram_jsd"] == same["2gram_jsd"] == same["markov_jsd"] == same["pkt_count_jsd"] == 0
+    assert same["uniq_align"] == 1 and same["leakage"] == 1 and same["copy_rate"] == 1
+    # every class judged against another class's flows: clearly worse than real train vs real test
+    labels = sorted({f.label for f in test_flows})
+    swap = {a: b for a, b in zip(labels, labels[1:] + labels[:1])}
+    wrong = [Flow(label=swap[f.label], pl=f.pl, dir=f.dir, iat=f.iat) for f in train_flows]
+    floor, bad = metrics.fidelity(test_flows, train_flows), metrics.fidelity(test_flows, wrong)
+    for k in ("1gram_jsd", "2gram_jsd", "markov_jsd"):
+        assert bad[k] > floor[k]
+    assert metrics.train_test_f1(wrong, test_flows) < metrics.train_test_f1(train_flows, test_flows)
+
+
+def test_training_writes_a_pickle_free_run(run_dir):
+    out, summary = run_dir
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "history.yaml", "model.safetensors"]
+    assert len(summary["history"]) == 3
+    sel = summary["selected"]
+    assert sel["val_copy_rate"] <= summary["natural_copy_rate"] or sel is summary["history"][-1]
+
+
+def test_generation_is_valid_and_seeded(run_dir):
+    model, tok = load_run(run_dir[0])
+    counts = {c: 30 for c in tok.classes}
+    a = [f for b in generate(torch_step(model), tok, counts, batch_size=64, seed=7) for f in b]
+    b = [f for b in generate(torch_step(model), tok, counts, batch_size=64, seed=7) for f in b]
+    c = [f for b in generate(torch_step(model), tok, counts, batch_size=64, seed=8) for f in b]
+    assert Counter(f.label for f in a) == Counter(counts)
+    assert [f.signed() for f in a] == [f.signed() for f in b]
+    assert [f.signed() for f in a] != [f.signed() for f in c]
+    for f in a:
+        assert 1 <= len(f.pl) <= tok.max_packets and len(f.pl) == len(f.dir) == len(f.iat)
+        assert all(0 <= p <= tok.max_len for p in f.pl) and set(f.dir) <= {1, -1}
+        assert f.iat[0] == 0 and min(f.iat) >= 0
+
+
+def test_fixed_length_generation(run_dir):
+    model, tok = load_run(run_dir[0])
+    flows = next(generate(torch_step(model), tok, {tok.classes[0]: 16}, length=10))
+    assert {len(f.pl) for f in flows} == {10}
+
+
+def test_cli_generate_and_evaluate(run_dir, small, tmp_path):
+    out = run_dir[0]
+    train_path, test_path = tmp_path / "train.parquet", tmp_path / "test.parquet"
+    write_flows(train_path, small[0])
+    write_flows(test_path, small[1])
+    r = CliRunner().invoke(main, ["generate", str(out), "--counts-from", str(train_path), "--seed", "3",
+                                  "--out", str(tmp_path / "syn.parquet")])
+    assert r.exit_code == 0, r.output
+    syn = read_flows(tmp_path / "syn.parquet")
+    assert Counter(f.label for f in syn) == Counter(f.label for f in small[0])
+    r = CliRunner().invoke(main, ["evaluate", "--real", str(test_path), "--synthetic", str(tmp_path / "syn.parquet"),
+                                  "--train", str(train_path), "--json", str(tmp_path / "rep.json")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "rep.json").read_text())
+    assert set(rep) == {"synthetic", "real_floor", "ratio"}
+    assert 0 <= rep["synthetic"]["tstr_f1"] <= 1 and "markov_jsd" in r.output
+
+
+def test_cli_rejects_bad_input(tmp_path):
+    bad = tmp_path / "flows.parquet"
+    bad.write_text("not parquet")
+    r = CliRunner().invoke(main, ["evaluate", "--real", str(bad), "--synthetic", str(bad)])
+    assert r.exit_code != 0 and str(bad) in r.output and "Parquet" in r.output
+    r = CliRunner().invoke(main, ["generate", str(tmp_path), "--out", str(tmp_path / "x.parquet")])
+    assert r.exit_code != 0 and "not a run directory" in r.output
