@@ -1,0 +1,69 @@
+"""Run directory -> model bundle (runtime/bundle.py describes the layout), written atomically."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from ..runtime.bundle import CONFIG, MODEL, PLAN, is_bundle, write_manifest
+from ..train.checkpoint import load_run, read_config
+from .onnx import OPSET, export_onnx, quantize_int8
+
+
+def export_bundle(run: str | Path, out: str | Path, int8: bool = False, opset: int = OPSET,
+                  tensorrt: bool = False, trt_int8: bool = False, log=print) -> Path:
+    """Export the run's model to a bundle directory at `out` (replacing an older bundle there, never anything else).
+
+    The bundle is assembled in a temporary directory beside `out` and renamed into place, so a reader sees either
+    the old bundle or the complete new one.
+    """
+    run, out = Path(run), Path(out)
+    model, tok = load_run(run)
+    run_cfg = read_config(run)
+    if out.exists() and not is_bundle(out):
+        raise FileExistsError(f"{out}: exists and is not a bundle; refusing to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        if int8:
+            fp32 = export_onnx(model, tmp / "fp32.onnx", opset)
+            quantize_int8(fp32, tmp / MODEL)
+            fp32.unlink()
+        else:
+            export_onnx(model, tmp / MODEL, opset)
+        if tensorrt:
+            from .tensorrt import build_engine
+
+            trt_src = export_onnx(model, tmp / "trt.onnx", opset=20)  # see export/tensorrt.py for why opset 20
+            c = model.cfg
+            build_engine(trt_src, tmp / PLAN, n_layers=c.n_layers, n_heads=c.n_heads, head_dim=c.head_dim,
+                         block_size=c.block_size, int8=trt_int8)
+            trt_src.unlink()
+        cfg = {
+            "tokenizer": tok.to_dict(),
+            "model": model.cfg.to_dict(),
+            "source": {"run": str(run.resolve()), "selected": run_cfg.get("selected")},
+            "precision": "int8" if int8 else "fp32",
+            "onnx": {"file": MODEL, "opset": opset, "outputs": "last position only"},
+        }
+        if tensorrt:
+            cfg["tensorrt"] = {"file": PLAN, "precision": "int8" if trt_int8 else "fp16"}
+        (tmp / CONFIG).write_text(yaml.safe_dump(cfg, sort_keys=False))
+        write_manifest(tmp)
+        tmp.chmod(0o755)
+        if out.exists():  # an older bundle: move it aside, put the new one in place, then delete the old one
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"{'int8' if int8 else 'fp32'} bundle ({sum(p.stat().st_size for p in out.iterdir()) / 1e6:.1f} MB) -> {out}")
+    return out

@@ -1,0 +1,113 @@
+"""torch -> ONNX: the LLaMA step graph with an explicit key/value cache, fp32 or int8 (dynamic quantization).
+
+Graph contract (one graph serves prefill and decode):
+
+    inputs   tokens (B, T) int64, iats (B, T) int64,
+             past_key_{i}, past_value_{i} (B, heads, P, head_dim) float32 for every layer i  (P may be 0)
+    outputs  logits (B, V), iat_logits (B, K) float32        -- the LAST position only (what the sampler needs)
+             present_key_{i}, present_value_{i} (B, heads, P + T, head_dim)
+
+B, T and P are dynamic. The first step feeds a zero-length past (P = 0): ONNX Runtime accepts empty tensors, so there
+is no separate first-step graph. `last_only=False` keeps every position, logits (B, T, V), for parity checks.
+
+Exported with the dynamo exporter at opset 23, which emits the fused ONNX `Attention` and `RMSNormalization` ops.
+Measured with ONNX Runtime 1.32 CPU on a 2-core (shared, loaded) machine, 4 layers x dim 160, median decode step:
+batch 1: 0.43 ms (opset 23) vs 0.59 ms (opset 20); batch 1024, past 48: 212 ms vs 328 ms -- 1.4-1.5x, not 2-3x here.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..train.model import Transformer
+
+OPSET = 23
+
+
+def io_names(n_layers: int) -> tuple[list[str], list[str]]:
+    past = [f"past_{kv}_{i}" for i in range(n_layers) for kv in ("key", "value")]
+    present = [f"present_{kv}_{i}" for i in range(n_layers) for kv in ("key", "value")]
+    return ["tokens", "iats", *past], ["logits", "iat_logits", *present]
+
+
+class StepGraph(nn.Module):
+    """Flat-argument wrapper of Transformer.forward for export: past as 2 x n_layers tensors, present likewise."""
+
+    def __init__(self, model: Transformer, last_only: bool = True) -> None:
+        super().__init__()
+        self.model, self.last_only = model, last_only
+
+    def forward(self, tokens: torch.Tensor, iats: torch.Tensor, *past: torch.Tensor):
+        kv = [(past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)]
+        logits, iat_logits, present = self.model(tokens, iats, kv)
+        if self.last_only:
+            logits, iat_logits = logits[:, -1], iat_logits[:, -1]
+        return (logits, iat_logits, *(t for k_v in present for t in k_v))
+
+
+def example_inputs(model: Transformer, batch: int = 2, t: int = 3, past_len: int = 4) -> tuple[torch.Tensor, ...]:
+    """Trace inputs; sizes >= 2 and distinct so that the exporter keeps every dimension symbolic."""
+    c = model.cfg
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, c.vocab_size, (batch, t), generator=g)
+    iats = torch.randint(0, c.iat_bins, (batch, t), generator=g)
+    past = [torch.randn(batch, c.n_heads, past_len, c.head_dim, generator=g) for _ in range(2 * c.n_layers)]
+    return (tokens, iats, *past)
+
+
+def export_onnx(model: Transformer, path: str | Path, opset: int = OPSET, last_only: bool = True) -> Path:
+    """Write the step graph of `model` (fp32, weights embedded) to `path`."""
+    path = Path(path)
+    model = model.float().cpu().eval()
+    wrapper = StepGraph(model, last_only).eval()
+    inputs, outputs = io_names(model.cfg.n_layers)
+    batch = torch.export.Dim("batch")
+    max_len = model.cfg.block_size
+    # P + T <= block_size (the rope table's length); the bounds let the exporter prove the slice in range.
+    seq = torch.export.Dim("seq", min=1, max=max_len)
+    past = torch.export.Dim("past", min=0, max=max_len - 1)
+    shapes = {"tokens": {0: batch, 1: seq}, "iats": {0: batch, 1: seq},
+              "past": tuple({0: batch, 2: past} for _ in range(2 * model.cfg.n_layers))}
+    with torch.no_grad(), warnings.catch_warnings():
+        # the exporter's notes on axis renaming and pytree deprecations: noise for this fixed, tested graph
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        prog = torch.onnx.export(
+            wrapper, example_inputs(model), dynamo=True, opset_version=opset, input_names=inputs,
+            output_names=outputs, dynamic_shapes=shapes, external_data=False, optimize=True, verbose=False,
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prog.save(str(path))
+    return path
+
+
+# Which ops quantize_dynamic may rewrite: MatMul (-> DynamicQuantizeLinear + MatMulInteger: int8 weights, activations
+# quantized to uint8 on the fly per call, fp32 out) and Gather (the embedding tables stored int8; the tied token head
+# reads the same int8 table through a dequantize). Not the default list: it includes "Attention", and the quantizer
+# matches that op type without checking the domain, so it takes the opset-23 ONNX Attention node for the
+# com.microsoft contrib op and rewrites it to QAttention, feeding the key/value cache tensors in as quantized
+# "weights": ONNX Runtime then refuses the model (INVALID_GRAPH, a uint8 cache where QAttention expects fp32).
+# Attention itself has no weights, so nothing is lost; the key/value cache stays fp32 as in the fp32 graph.
+# Measured on a 1.5 M-parameter run (4 layers, dim 160), real test flows, stepwise: 6.3 MB -> 1.76 MB, max |logit
+# diff| 0.12, mean KL(torch || int8) 1e-4, argmax agreement 1.000. per_channel / reduce_range / MatMulNBits 8-bit
+# were no better than this within noise (MatMulNBits: diff 0.012 but 3.4 MB).
+INT8_OP_TYPES = ["MatMul", "Gather"]
+
+
+def quantize_int8(src: str | Path, dst: str | Path, op_types: list[str] | None = None) -> Path:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dst = Path(dst)
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # it advises "pre-processing" (shape inference) on the root logger
+    try:
+        quantize_dynamic(str(src), str(dst), op_types_to_quantize=op_types or INT8_OP_TYPES,
+                         weight_type=QuantType.QInt8, per_channel=False, reduce_range=False)
+    finally:
+        logging.getLogger().setLevel(quiet)
+    return dst

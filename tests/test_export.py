@@ -1,0 +1,181 @@
+"""ONNX export and model bundles, on a tiny model trained on real flows of the nDPI corpus.
+
+torch vs ONNX Runtime parity (fp32 and int8), the hash-checked bundle, and generating from a bundle where torch
+cannot be imported at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ntg_edge.appliance.cli import main
+from ntg_edge.runtime.bundle import MANIFEST, MODEL, BundleError, load_bundle
+from ntg_edge.runtime.flows import Flow, read_flows
+from ntg_edge.runtime.sampler import generate
+from ntg_edge.train.checkpoint import load_run
+from ntg_edge.train.train import TrainConfig, train
+
+TINY = {"dim": 32, "hidden": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.1}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def flows(bench_split) -> list[Flow]:
+    """Training flows of the benchmark split's four largest classes."""
+    real = bench_split[0]
+    top = [c for c, _ in Counter(f.label for f in real).most_common(4)]
+    return [f for f in real if f.label in top][:240]
+
+
+@pytest.fixture(scope="module")
+def run(flows, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    train(flows, out, TINY, TrainConfig(epochs=1, val_flows_per_class=10), max_packets=16, log=lambda *_: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundles(run, tmp_path_factory) -> dict[str, Path]:
+    """fp32 and int8 bundles, written through the CLI."""
+    root = tmp_path_factory.mktemp("bundles")
+    out = {}
+    for name, extra in (("fp32", []), ("int8", ["--int8"])):
+        res = CliRunner().invoke(main, ["export", str(run), "--format", "onnx", *extra, "--out", str(root / name)])
+        assert res.exit_code == 0, res.output
+        out[name] = root / name
+    return out
+
+
+def _real_sequences(flows, tok, t: int = 8, n: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    enc = [tok.encode(f) for f in flows]
+    enc = [(a[:t], b[:t]) for a, b in enc if len(a) >= t][:n]
+    return np.stack([a for a, _ in enc]), np.stack([b for _, b in enc])
+
+
+def _stepwise(step, toks, bins) -> tuple[np.ndarray, np.ndarray]:
+    """Feed real sequences one token at a time through a bundle's step function (decode path, growing cache)."""
+    past, logits, iat_logits = None, [], []
+    for i in range(toks.shape[1]):
+        lg, il, past = step(toks[:, i : i + 1], bins[:, i : i + 1], past)
+        logits.append(lg)
+        iat_logits.append(il)
+    return np.stack(logits, 1), np.stack(iat_logits, 1)
+
+
+def _torch_logits(run, toks, bins):
+    model, _ = load_run(run)
+    with torch.no_grad():
+        logits, iat_logits, _ = model(torch.from_numpy(toks), torch.from_numpy(bins))
+    return logits.numpy(), iat_logits.numpy()
+
+
+def test_bundle_layout_and_manifest(bundles):
+    b = bundles["fp32"]
+    assert sorted(p.name for p in b.iterdir()) == ["config.yaml", "manifest.json", "model.onnx"]
+    files = json.loads((b / MANIFEST).read_text())["files"]
+    assert set(files) == {"config.yaml", "model.onnx"}
+    assert not [p for p in b.parent.iterdir() if p.name.startswith(".")]  # no temporary directory left behind
+
+
+def test_onnx_matches_torch_on_real_flows(run, bundles, flows):
+    step, tok = load_bundle(bundles["fp32"], "cpu")
+    toks, bins = _real_sequences(flows, tok)
+    ref, ref_iat = _torch_logits(run, toks, bins)
+    got, got_iat = _stepwise(step, toks, bins)
+    assert np.abs(got - ref).max() < 1e-3
+    assert np.abs(got_iat - ref_iat).max() < 1e-3
+    # prefill: the same graph takes a whole sequence with an empty past and returns the last position
+    lg, il, _ = step(toks, bins, None)
+    assert np.abs(lg - ref[:, -1]).max() < 1e-3
+
+
+def test_int8_bundle_smaller_and_close(run, bundles, flows):
+    assert (bundles["int8"] / MODEL).stat().st_size < 0.5 * (bundles["fp32"] / MODEL).stat().st_size
+    step, tok = load_bundle(bundles["int8"], "cpu")
+    toks, bins = _real_sequences(flows, tok)
+    ref, _ = _torch_logits(run, toks, bins)
+    got, _ = _stepwise(step, toks, bins)
+
+    def logp(x):
+        x = x - x.max(-1, keepdims=True)
+        return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+    p, q = logp(ref), logp(got)
+    kl = (np.exp(p) * (p - q)).sum(-1).mean()
+    assert kl < 0.02, kl
+    assert (ref.argmax(-1) == got.argmax(-1)).mean() > 0.9
+
+
+def test_tampered_bundle_refused(bundles, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(bundles["int8"], bad)
+    with open(bad / MODEL, "r+b") as f:  # flip one byte of the weights
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(BundleError, match="model.onnx: sha256 does not match"):
+        load_bundle(bad)
+    res = CliRunner().invoke(main, ["generate", str(bad), "--n-per-class", "2", "--out", str(tmp_path / "x.parquet")])
+    assert res.exit_code != 0 and "model.onnx" in res.output and "sha256" in res.output
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_generate_from_bundle_without_torch(bundles, tmp_path):
+    """`ntg-edge generate BUNDLE` in a process where `import torch` fails: a valid flows file, same seed same flows."""
+    block = tmp_path / "block" / "torch"
+    block.mkdir(parents=True)
+    (block / "__init__.py").write_text("raise ImportError('torch is blocked in this test')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(block.parent), os.environ.get("PYTHONPATH", "")])}
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"syn{i}.parquet"
+        cmd = [sys.executable, "-c", "from ntg_edge.appliance.cli import main; main()", "generate",
+               str(bundles["int8"]), "--n-per-class", "8", "--seed", "7", "--batch-size", "16", "--out", str(out)]
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr[-2000:]
+        outs.append(read_flows(out))
+    _, tok = load_bundle(bundles["int8"])
+    a, b = outs
+    assert len(a) == 8 * len(tok.classes)
+    assert Counter(f.label for f in a) == {c: 8 for c in tok.classes}
+    assert all(f.pl and len(f.pl) == len(f.dir) == len(f.iat) <= tok.max_packets for f in a)
+    assert all(0 <= p <= tok.max_len for f in a for p in f.pl) and all(d in (1, -1) for f in a for d in f.dir)
+    assert [(f.label, f.pl, f.dir, f.iat) for f in a] == [(f.label, f.pl, f.dir, f.iat) for f in b]
+
+
+def test_fixed_length_generation_from_bundle(bundles):
+    step, tok = load_bundle(bundles["fp32"])
+    got = [f for batch in generate(step, tok, {tok.classes[0]: 5}, batch_size=4, seed=1, length=10) for f in batch]
+    assert len(got) == 5 and all(len(f.pl) == 10 for f in got)
+
+
+def test_export_refuses_to_overwrite_a_non_bundle(run, tmp_path):
+    (tmp_path / "keep.txt").write_text("x")
+    res = CliRunner().invoke(main, ["export", str(run), "--out", str(tmp_path)])
+    assert res.exit_code != 0 and "not a bundle" in res.output
+    assert (tmp_path / "keep.txt").read_text() == "x"
+
+
+def test_tensorrt_reports_when_missing(bundles):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed: the engine build is exercised on GPU machines, not here")
+    except ImportError:
+        pass
+    from ntg_edge.export.tensorrt import TensorRTUnavailable, build_engine
+
+    with pytest.raises(TensorRTUnavailable, match="TensorRT is not installed"):
+        build_engine(bundles["fp32"] / MODEL, "/nonexistent.plan", n_layers=2, n_heads=2, head_dim=16, block_size=18)
