@@ -3,9 +3,22 @@
 Flow assembly follows NFStream 6.x, whose flows label the real corpus (data/ndpi): a flow is keyed by its canonical
 5-tuple plus VLAN id and tunnel kind; `src` is the endpoint that sent the first packet; a packet arriving
 `idle_timeout` seconds or more after the flow's last packet, or `active_timeout` seconds or more after its first,
-closes the flow and opens a new one with that packet. TCP FIN/RST do not close a flow: NFStream keeps the closing
-handshake and anything after it (a retransmission, a late RST) in the same flow until it goes idle, and matching its
-flows matters more here than the cleaner TCP semantics.
+closes the flow and opens a new one with that packet.
+
+TCP FIN/RST end a flow (`tcp_end`, the default; `tcp_end=False` / `--no-tcp-end` gives NFStream's behaviour, where only
+the timeouts end a flow):
+- an RST ends the flow, and the RST packet belongs to it;
+- once both endpoints have sent a FIN the flow is closing: the next packet of its key, if it is a pure ACK (no payload,
+  no SYN/FIN/RST) from the endpoint that did not send the last FIN, belongs to the flow and ends it; any other packet
+  ends the flow before it and starts a new flow as usual;
+- an ended flow is yielded at once (bounded memory on live capture), and any later packet with the same key starts a
+  new flow: a reused port, or stray retransmissions after the close (short flows, which the benchmark's >= 3 packet
+  filter drops).
+
+NFStream, whose flows label the corpus, does not end flows on FIN/RST, so one of its flows can be several of ours (a
+reused port within the idle timeout; a close and its stray retransmissions). For labels, each flow is told whether it
+continues the previous flow of its key as NFStream would see it (no timeout between them): `Labels` gives such a flow
+the same CSV row as that previous flow, and every other flow the next row of its 5-tuple.
 """
 
 from __future__ import annotations
@@ -31,14 +44,24 @@ LabelFrom = Literal["folder", "file"]
 FlowKey = tuple  # (file, protocol, (ip, port), (ip, port)) with the two endpoints in canonical order
 
 
+_FIN, _SYN, _RST = 0x01, 0x02, 0x04
+_TCP = 6
+
+
 class _Open:
-    """A flow being assembled; `last` is the time of its latest packet."""
+    """A flow being assembled; `last` is the time of its latest packet, `nf_first` the first packet time of the
+    NFStream flow it is part of, `continues` whether it continues the previous flow of its key as NFStream would see
+    it, `fins` which endpoints sent a FIN (1 src, 2 dst) and `last_fin_up` whether the latest FIN came from src."""
 
-    __slots__ = ("flow", "last")
+    __slots__ = ("flow", "last", "nf_first", "continues", "fins", "last_fin_up")
 
-    def __init__(self, flow: Flow, last: float) -> None:
+    def __init__(self, flow: Flow, last: float, nf_first: float, continues: bool) -> None:
         self.flow = flow
         self.last = last
+        self.nf_first = nf_first
+        self.continues = continues
+        self.fins = 0
+        self.last_fin_up = False
 
 
 def assemble(
@@ -47,35 +70,77 @@ def assemble(
     max_packets: int = 64,
     idle_timeout: float = 120.0,
     active_timeout: float = 1800.0,
+    tcp_end: bool = True,
 ) -> Iterator[Flow]:
     """Yield each bidirectional flow of `packets` (time-ordered) as soon as it is finished, the rest at the end.
 
-    Every packet counts in `packets`/`bytes`; only the first `max_packets` are kept in `pl`/`dir`/`iat`.
+    Every packet counts in `packets`/`bytes`; only the first `max_packets` are kept in `pl`/`dir`/`iat`. With
+    `tcp_end`, TCP FIN/RST end a flow (module docstring); without, only the timeouts do.
     """
+    for flow, _ in _assemble(packets, file, max_packets, idle_timeout, active_timeout, tcp_end):
+        yield flow
+
+
+def _assemble(
+    packets: Iterable[Packet],
+    file: str,
+    max_packets: int,
+    idle_timeout: float,
+    active_timeout: float,
+    tcp_end: bool,
+) -> Iterator[tuple[Flow, bool]]:
+    """`assemble`, each flow with whether it continues the previous flow of its key in NFStream's eyes (always
+    False without `tcp_end`)."""
     table: OrderedDict[tuple, _Open] = OrderedDict()  # least recently updated first, so idle flows are at the front
+    ended: OrderedDict[tuple, tuple[float, float]] = OrderedDict()  # key -> (last, nf_first) of flows ended by TCP
     next_scan = 0.0
     for p in packets:
         a, b = (p.src, p.sport), (p.dst, p.dport)
         key = (p.proto, p.vlan, p.tunnel, a, b) if a <= b else (p.proto, p.vlan, p.tunnel, b, a)
         o = table.get(key)
-        if o is not None and (p.ts - o.last >= idle_timeout or p.ts - o.flow.first_ts >= active_timeout):
-            del table[key]
-            yield o.flow
-            o = None
+        end = False
+        if o is not None:
+            if p.ts - o.last >= idle_timeout or p.ts - o.flow.first_ts >= active_timeout:
+                del table[key]
+                yield o.flow, o.continues
+                o = None
+            elif o.fins == 3:  # closing: only a pure ACK from the endpoint that did not send the last FIN joins it
+                up = p.src == o.flow.src_ip and p.sport == o.flow.src_port
+                if p.proto == _TCP and not p.pl and not p.flags & (_SYN | _FIN | _RST) and up != o.last_fin_up:
+                    end = True
+                else:
+                    del table[key]
+                    ended[key] = (o.last, o.nf_first)
+                    yield o.flow, o.continues
+                    o = None
         if o is None:
+            gone = ended.pop(key, None)
+            continues = gone is not None and p.ts - gone[0] < idle_timeout and p.ts - gone[1] < active_timeout
             flow = Flow(file=file, src_ip=p.src, src_port=p.sport, dst_ip=p.dst, dst_port=p.dport, protocol=p.proto,
                         first_ts=p.ts, packets=1, bytes=p.pl, pl=[p.pl], dir=[UP], iat=[0.0])
-            table[key] = _Open(flow, p.ts)
+            o = table[key] = _Open(flow, p.ts, gone[1] if continues else p.ts, continues)
+            up = True
         else:
             flow = o.flow
+            up = p.src == flow.src_ip and p.sport == flow.src_port
             flow.packets += 1
             flow.bytes += p.pl
             if len(flow.pl) < max_packets:
                 flow.pl.append(p.pl)
-                flow.dir.append(UP if p.src == flow.src_ip and p.sport == flow.src_port else DOWN)
+                flow.dir.append(UP if up else DOWN)
                 flow.iat.append(p.ts - o.last)
             o.last = p.ts
             table.move_to_end(key)
+        if tcp_end and p.proto == _TCP and p.flags & (_FIN | _RST):
+            if p.flags & _RST:
+                end = True
+            else:
+                o.fins |= 1 if up else 2
+                o.last_fin_up = up
+        if end:  # yielded at once, so a closed connection costs no memory until the idle timeout
+            del table[key]
+            ended[key] = (p.ts, o.nf_first)
+            yield o.flow, o.continues
         if p.ts >= next_scan:  # expire idle flows even if no packet of theirs comes again: bounded memory when live
             next_scan = p.ts + _SCAN_INTERVAL
             while table:
@@ -83,9 +148,11 @@ def assemble(
                 if p.ts - o.last < idle_timeout:
                     break
                 table.popitem(last=False)
-                yield o.flow
+                yield o.flow, o.continues
+            while ended and p.ts - next(iter(ended.values()))[0] >= idle_timeout:
+                ended.popitem(last=False)
     for o in table.values():
-        yield o.flow
+        yield o.flow, o.continues
 
 
 def _canonical(file: str, proto: int, a: tuple[str, int], b: tuple[str, int]) -> FlowKey:
@@ -96,7 +163,9 @@ class Labels:
     """Application labels from a labels CSV (the shape of data/ndpi/labels.csv.gz), by capture file name and 5-tuple.
 
     A 5-tuple can carry several flows in one capture (port reuse, idle gaps): the k-th flow of a 5-tuple gets the k-th
-    row's label and later extra flows the last one, so one `Labels` serves one pass over the captures.
+    row's label and later extra flows the last one, so one `Labels` serves one pass over the captures. A flow that
+    `continues` the previous one of its 5-tuple (ended by FIN/RST where NFStream, which made the CSV, saw no end) gets
+    that flow's row again.
     """
 
     def __init__(self, rows: dict[FlowKey, list[str]]) -> None:
@@ -123,15 +192,15 @@ class Labels:
                 rows[key].append(r["application_name"])
         return cls(dict(rows))
 
-    def take(self, flow: Flow) -> str | None:
+    def take(self, flow: Flow, continues: bool = False) -> str | None:
         """The label of `flow` (by `flow.file`, either orientation), or None if the CSV has no such flow."""
         key = _canonical(flow.file, flow.protocol, (flow.src_ip, flow.src_port), (flow.dst_ip, flow.dst_port))
         labels = self._rows.get(key)
         if labels is None:
             return None
-        k = self._taken[key]
-        self._taken[key] += 1
-        return labels[min(k, len(labels) - 1)]
+        if not (continues and key in self._taken):
+            self._taken[key] += 1
+        return labels[min(self._taken[key] - 1, len(labels) - 1)]
 
 
 @dataclass
@@ -172,20 +241,23 @@ def _warn_stderr(message: str) -> None:
     tqdm.write(f"warning: {message}", file=sys.stderr)  # tqdm.write keeps the progress bar intact
 
 
-def _labeller(path: Path, table: Labels | None, label_from: LabelFrom | None) -> Callable[[Flow], str | None]:
+Labeller = Callable[[Flow, bool], "str | None"]  # (flow, continues the previous flow of its key) -> label
+
+
+def _labeller(path: Path, table: Labels | None, label_from: LabelFrom | None) -> Labeller:
     if table is not None:
         return table.take
     if label_from is None:
-        return lambda flow: None
+        return lambda flow, continues: None
     name = {"folder": path.parent.name, "file": path.stem}[label_from]
-    return lambda flow: name
+    return lambda flow, continues: name
 
 
-def _collect(capture: Capture, file: str, report: IngestReport, label: Callable[[Flow], str | None],
-             warn: Callable[[str], None], **assembly) -> list[Flow]:
+def _collect(capture: Capture, file: str, report: IngestReport, label: Labeller, warn: Callable[[str], None],
+             max_packets: int, idle_timeout: float, active_timeout: float, tcp_end: bool) -> list[Flow]:
     flows = []
-    for flow in assemble(capture, file=file, **assembly):
-        got = label(flow)
+    for flow, continues in _assemble(capture, file, max_packets, idle_timeout, active_timeout, tcp_end):
+        got = label(flow, continues)
         flow.label = got or ""
         report.unlabelled += not got
         flows.append(flow)
@@ -208,12 +280,14 @@ def ingest_paths(
     max_packets: int = 64,
     idle_timeout: float = 120.0,
     active_timeout: float = 1800.0,
+    tcp_end: bool = True,
     progress: bool = True,
     warn: Callable[[str], None] = _warn_stderr,
 ) -> tuple[list[Flow], IngestReport]:
     """Ingest capture files and directories (recursive). Labels come from a labels CSV (`labels`), from each
     capture's folder or file name (`label_from`), or not at all. A capture that cannot be opened costs one `warn`
-    line and is skipped. Raises ValueError for a missing path or a bad labels CSV.
+    line and is skipped. `tcp_end`: TCP FIN/RST end a flow (module docstring). Raises ValueError for a missing path
+    or a bad labels CSV.
     """
     files = find_captures(paths)
     table = Labels.from_csv(labels) if labels is not None else None
@@ -228,7 +302,7 @@ def ingest_paths(
             warn(str(e))
             continue
         flows += _collect(capture, path.name, report, _labeller(path, table, label_from), warn, max_packets=max_packets,
-                          idle_timeout=idle_timeout, active_timeout=active_timeout)
+                          idle_timeout=idle_timeout, active_timeout=active_timeout, tcp_end=tcp_end)
     return flows, report
 
 
@@ -239,11 +313,13 @@ def ingest_live(
     max_packets: int = 64,
     idle_timeout: float = 120.0,
     active_timeout: float = 1800.0,
+    tcp_end: bool = True,
     warn: Callable[[str], None] = _warn_stderr,
 ) -> tuple[list[Flow], IngestReport]:
     """Capture `duration` seconds from `interface` into unlabelled flows (`file` = the interface name).
     Raises CaptureError if the interface cannot be opened (permissions, no such device, bad filter)."""
     report = IngestReport()
-    flows = _collect(open_live(interface, duration, bpf), interface, report, lambda flow: None, warn,
-                     max_packets=max_packets, idle_timeout=idle_timeout, active_timeout=active_timeout)
+    flows = _collect(open_live(interface, duration, bpf), interface, report, lambda flow, continues: None, warn,
+                     max_packets=max_packets, idle_timeout=idle_timeout, active_timeout=active_timeout,
+                     tcp_end=tcp_end)
     return flows, report
