@@ -30,25 +30,25 @@ class Sampling:
 
 def sample(logits: np.ndarray, s: Sampling, rng: np.random.Generator) -> np.ndarray:
     """One id per row from (batch, n) scores (-inf = forbidden)."""
-    z = logits.astype(np.float64) / max(s.temperature, 1e-6)
+    # float32 and in place: at batch 1024 this function costs as much as the model step
+    z = np.array(logits, dtype=np.float32)
+    z /= max(s.temperature, 1e-6)
     if 0 < s.top_k < z.shape[1]:
         kth = np.partition(z, -s.top_k, axis=1)[:, -s.top_k][:, None]
-        z = np.where(z < kth, -np.inf, z)
+        z[z < kth] = -np.inf
     z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
+    p = np.exp(z, out=z)
     if s.top_p < 1.0:
+        p /= p.sum(axis=1, keepdims=True)
         order = np.argsort(-p, axis=1)
         sorted_p = np.take_along_axis(p, order, axis=1)
         # keep the smallest prefix whose mass reaches top_p (the first id always survives)
         drop = np.cumsum(sorted_p, axis=1) - sorted_p >= s.top_p
-        keep = np.ones_like(p, dtype=bool)
-        np.put_along_axis(keep, order, ~drop, axis=1)
-        p = np.where(keep, p, 0.0)
-        p /= p.sum(axis=1, keepdims=True)
-    # inverse-CDF sampling: one uniform per row, vectorised over the batch
-    u = rng.random((p.shape[0], 1))
-    return np.minimum((np.cumsum(p, axis=1) < u).sum(axis=1), p.shape[1] - 1)
+        np.put_along_axis(p, order, np.where(drop, 0.0, sorted_p), axis=1)
+    # inverse-CDF sampling on the unnormalised CDF: one uniform per row, vectorised over the batch
+    cdf = np.cumsum(p, axis=1)
+    u = rng.random((p.shape[0], 1), dtype=np.float32) * cdf[:, -1:]
+    return np.minimum((cdf < u).sum(axis=1), p.shape[1] - 1)
 
 
 def _take(past: Any, rows: np.ndarray) -> Any:
