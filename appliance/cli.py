@@ -29,11 +29,13 @@ def _flows(path: str) -> list:
 @click.option("--max-packets", default=64, show_default=True, help="Packets kept per flow.")
 @click.option("--idle-timeout", default=120.0, show_default=True, help="Seconds without a packet that end a flow.")
 @click.option("--active-timeout", default=1800.0, show_default=True, help="Seconds after which a flow is cut.")
+@click.option("--tcp-end/--no-tcp-end", default=True, show_default=True,
+              help="TCP FIN/RST end a flow (off: only the timeouts do, as in NFStream).")
 @click.option("--bpf", help="BPF filter applied while reading, e.g. 'tcp port 443'.")
 @click.option("--interface", help="Capture live from this interface instead of reading files.")
 @click.option("--duration", type=float, help="Seconds of live capture (with --interface).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Flows file (Parquet) to write.")
-def ingest(paths, labels, label_from, max_packets, idle_timeout, active_timeout, bpf, interface, duration,
+def ingest(paths, labels, label_from, max_packets, idle_timeout, active_timeout, tcp_end, bpf, interface, duration,
            out) -> None:
     """Assemble captures (pcap/pcapng/cap files, directories, or a live interface) into a flows file."""
     from ..runtime.flows import write_flows
@@ -46,7 +48,8 @@ def ingest(paths, labels, label_from, max_packets, idle_timeout, active_timeout,
         raise click.UsageError("give capture PATHs or --interface (with --duration), not both")
     if interface and not duration:
         raise click.UsageError("--interface needs --duration SECONDS")
-    assembly = dict(bpf=bpf, max_packets=max_packets, idle_timeout=idle_timeout, active_timeout=active_timeout)
+    assembly = dict(bpf=bpf, max_packets=max_packets, idle_timeout=idle_timeout, active_timeout=active_timeout,
+                    tcp_end=tcp_end)
     try:
         if interface:
             flows, report = ingest_live(interface, duration, **assembly)
@@ -244,6 +247,91 @@ def evaluate(real, synthetic, train_path, json_out, seed) -> None:
     click.echo(_report_table(rep))
     if json_out:
         write_atomic(json_out, lambda tmp: Path(tmp).write_text(json.dumps(rep, indent=2)))
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--scheme", required=True, type=click.Choice(["int8-wo", "int8-da"]),
+              help="torchao int8 weight-only, or int8 dynamic activation + int8 weight.")
+@click.option("--keep-embedding-fp32", is_flag=True, help="Leave the tied token embedding/head matrix fp32.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Quantized run directory to write.")
+def quantize(run, scheme, keep_embedding_fp32, out) -> None:
+    """Post-training int8 quantization (torchao) of a trained run into a run directory `generate` can use."""
+    from ..train.quantize import quantize_run
+
+    try:
+        r = quantize_run(run, scheme, out, embedding=not keep_embedding_fp32)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{scheme}: {r['fp32_bytes'] / 1e6:.2f} MB fp32 -> {r['int8_bytes'] / 1e6:.2f} MB on disk; logits "
+               f"max |err| {r['max_abs_logit_err']:.3f} (max |logit| {r['logit_scale']:.1f}), top-1 agreement "
+               f"{r['top1_agree']:.3f}, KL {r['kl_nats']:.1e} nats -> {out}")
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks: generation speed and quantization/export parity."""
+
+
+def _write_json(path, rep) -> None:
+    import json
+    from pathlib import Path
+
+    from ..runtime.flows import write_atomic
+
+    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(rep, indent=2, default=float)))
+
+
+@bench.command("speed")
+@click.argument("path", metavar="RUN_OR_BUNDLE", type=click.Path(exists=True, file_okay=False))
+@click.option("--batch-sizes", default="1,64,1024", show_default=True)
+@click.option("--flows-b1", default=200, show_default=True, help="Flows generated one at a time at batch 1.")
+@click.option("--batches", "n_batches", default=3, show_default=True, help="Batches timed at each batch size > 1.")
+@click.option("--length", default=10, show_default=True, help="Packets per flow.")
+@click.option("--no-peer", is_flag=True, help="Skip the Hugging Face LlamaForCausalLM comparison.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False))
+def bench_speed(path, batch_sizes, flows_b1, n_batches, length, no_peer, json_out) -> None:
+    """ms per flow and flows/s of every variant (torch, torchao int8, ONNX fp32/int8) and of HF transformers."""
+    import tempfile
+
+    from ..export.bench import format_speed, run_speed
+
+    with tempfile.TemporaryDirectory(prefix="ntg-bench-") as work:
+        rep = run_speed(path, work, tuple(int(b) for b in batch_sizes.split(",")), flows_b1, n_batches, length,
+                        peer=not no_peer, log=click.echo)
+    click.echo(format_speed(rep))
+    if json_out:
+        _write_json(json_out, rep)
+
+
+@bench.command("parity")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--real-train", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--real-test", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--n-per-class", default=100, show_default=True)
+@click.option("--bootstrap", default=200, show_default=True, help="Resamples for the fidelity intervals.")
+@click.option("--tstr-resamples", default=3, show_default=True, help="Resamples (forest fits) for the TSTR interval.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False))
+def bench_parity(run, real_train, real_test, n_per_class, bootstrap, tstr_resamples, seed, json_out) -> None:
+    """Fidelity and TSTR of every variant against fp32; exits 1 when a variant disagrees with fp32."""
+    import tempfile
+
+    from ..export.parity import format_parity, run_parity
+
+    with tempfile.TemporaryDirectory(prefix="ntg-parity-") as work:
+        try:
+            rep = run_parity(run, work, _flows(real_train), _flows(real_test), n_per_class, bootstrap,
+                             tstr_resamples, seed, log=click.echo)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+    click.echo(format_parity(rep))
+    if json_out:
+        _write_json(json_out, rep)
+    failed = [n for n, ok in rep["pass"].items() if not ok]
+    if failed:
+        click.echo(f"parity FAILED: {', '.join(failed)}", err=True)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,257 @@
+"""`ntg-edge bench speed`: flows per second of every engine variant, and the same weights in a peer's stack.
+
+Each variant generates fixed-length flows (10 packets = 10 decode steps after the one-token class prompt) through the
+shared numpy sampler (runtime/sampler.py) at batch 1, 64 and 1024. Reported per variant and batch: ms per flow,
+flows/s, the share of wall time spent inside the engine's step (the rest is the numpy sampler and Python), and
+weight bandwidth as gpt-fast reports it (bytes on disk x forward steps / s; a step reads every weight once, whatever
+the batch, so it is only meaningful at batch 1). Peak memory is the growth of the process's peak resident set
+(VmHWM, reset before each variant through /proc/self/clear_refs) over its resident set before the variant was
+opened; where that reset is not possible, the process's ru_maxrss is reported instead and says so.
+
+Peer: Hugging Face transformers `LlamaForCausalLM` from a LlamaConfig of the same shape, our weights mapped in
+(wqkv -> q/k/v_proj, w13 -> gate/up_proj, tied embedding). The inter-arrival embedding and head have no HF
+equivalent, so the peer generates packet-token sequences only (one fewer input embedding add and no second head),
+with `.generate()` at batch 1, 10 new tokens, plain sampling -- what the reference study most likely ran.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..runtime.sampler import Sampling, generate
+from ..runtime.tokenizer import EOS, PAD, Tokenizer
+from .variants import ALL, Variant
+
+BATCHES = (1, 64, 1024)
+LENGTH = 10
+TARGETS = {"onnx_int8_flows_s_b1024": 5000.0, "ms_per_flow_b1": 1.5, "int8_bundle_mb": 2.0}
+
+
+# -- memory -----------------------------------------------------------------------------------------------------------
+def _status_kb(key: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class PeakMemory:
+    """Peak RSS growth over a block (VmHWM reset via clear_refs), else the process's ru_maxrss."""
+
+    def __enter__(self) -> "PeakMemory":
+        self.method = "vmhwm"
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            self.method = "ru_maxrss"
+        self.base_kb = _status_kb("VmRSS") or 0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        hwm = _status_kb("VmHWM") if self.method == "vmhwm" else None
+        if hwm is None:
+            self.method = "ru_maxrss"
+            self.peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        else:
+            self.peak_mb = max(0, hwm - self.base_kb) / 1024
+
+
+# -- timing -----------------------------------------------------------------------------------------------------------
+def _counts(tok: Tokenizer, n: int) -> dict[str, int]:
+    """n flows spread over the classes round-robin."""
+    c = {k: 0 for k in tok.classes}
+    for i in range(n):
+        c[tok.classes[i % len(tok.classes)]] += 1
+    return {k: v for k, v in c.items() if v}
+
+
+def time_generation(step, tok: Tokenizer, batch: int, n_flows: int, length: int = LENGTH, seed: int = 0,
+                    bar=None) -> dict:
+    engine = [0.0]
+
+    def timed(tokens, iats, past):
+        t = time.perf_counter()
+        out = step(tokens, iats, past)
+        engine[0] += time.perf_counter() - t
+        return out
+
+    # warm-up: one small batch (session/graph initialisation, allocator)
+    for _ in generate(step, tok, _counts(tok, min(batch, 8)), Sampling(), batch, seed + 1, length):
+        pass
+    n = 0
+    t0 = time.perf_counter()
+    for flows in generate(timed, tok, _counts(tok, n_flows), Sampling(), batch, seed, length):
+        n += len(flows)
+        assert all(len(f.pl) == length for f in flows)
+        if bar is not None:
+            bar.update(len(flows))
+    wall = time.perf_counter() - t0
+    return {"batch": batch, "flows": n, "seconds": wall, "ms_per_flow": 1e3 * wall / n, "flows_s": n / wall,
+            "engine_share": engine[0] / wall, "steps_s": length * -(-n // batch) / wall}
+
+
+# -- the peer: Hugging Face LlamaForCausalLM -------------------------------------------------------------------------
+def hf_llama(model):
+    """LlamaForCausalLM of our shape with our weights (no iat embedding/head: it has no equivalent there)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    c = model.cfg
+    hc = LlamaConfig(vocab_size=c.vocab_size, hidden_size=c.dim, intermediate_size=c.hidden,
+                     num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads, num_key_value_heads=c.n_heads,
+                     max_position_embeddings=c.block_size, rms_norm_eps=c.norm_eps, rope_theta=c.rope_base,
+                     tie_word_embeddings=True, hidden_act="silu", attention_bias=False, mlp_bias=False,
+                     bos_token_id=None, eos_token_id=EOS, pad_token_id=PAD, attention_dropout=0.0)
+    hf = LlamaForCausalLM(hc).eval()
+    d = c.dim
+    sd = {"model.embed_tokens.weight": model.tok_emb.weight, "model.norm.weight": model.norm.weight,
+          "lm_head.weight": model.tok_emb.weight}
+    for i, layer in enumerate(model.layers):
+        p = f"model.layers.{i}."
+        w = layer.attn.wqkv.weight
+        g, u = layer.ffn.w13.weight.chunk(2, dim=0)
+        sd.update({p + "self_attn.q_proj.weight": w[:d], p + "self_attn.k_proj.weight": w[d : 2 * d],
+                   p + "self_attn.v_proj.weight": w[2 * d :], p + "self_attn.o_proj.weight": layer.attn.wo.weight,
+                   p + "mlp.gate_proj.weight": g, p + "mlp.up_proj.weight": u, p + "mlp.down_proj.weight": layer.ffn.w2.weight,
+                   p + "input_layernorm.weight": layer.attn_norm.weight,
+                   p + "post_attention_layernorm.weight": layer.ffn_norm.weight})
+    with torch.no_grad():
+        missing, unexpected = hf.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=False)
+    missing = [m for m in missing if "rotary" not in m]
+    if missing or unexpected:
+        raise RuntimeError(f"weight mapping: missing {missing}, unexpected {unexpected}")
+    return hf
+
+
+def hf_mapping_error(model, hf, tok: Tokenizer) -> float:
+    """Max |logit| difference between HF and our model with the iat embedding zeroed (checks the mapping)."""
+    import copy
+
+    import torch
+
+    m = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        m.iat_emb.weight.zero_()
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(tok.packet_base, tok.vocab_size, (2, 9), generator=g)
+        ours = m(ids, torch.zeros_like(ids))[0]
+        theirs = hf(input_ids=ids).logits
+    return float((ours - theirs).abs().max())
+
+
+def time_hf(hf, tok: Tokenizer, n_flows: int, length: int = LENGTH, seed: int = 0, bar=None) -> dict:
+    import torch
+
+    kw = dict(max_new_tokens=length, min_new_tokens=length, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+              pad_token_id=PAD, eos_token_id=EOS)
+    ids = [torch.tensor([[tok.class_token(c)]]) for c in tok.classes]
+    torch.manual_seed(seed)
+    with torch.inference_mode():
+        hf.generate(input_ids=ids[0], **kw)  # warm-up
+        t0 = time.perf_counter()
+        for i in range(n_flows):
+            out = hf.generate(input_ids=ids[i % len(ids)], **kw)
+            assert out.shape[1] == 1 + length
+            if bar is not None:
+                bar.update(1)
+        wall = time.perf_counter() - t0
+    return {"batch": 1, "flows": n_flows, "seconds": wall, "ms_per_flow": 1e3 * wall / n_flows,
+            "flows_s": n_flows / wall, "engine_share": 1.0, "steps_s": length * n_flows / wall}
+
+
+# -- the bench ------------------------------------------------------------------------------------------------------------
+def run_speed(path: str | Path, workdir: str | Path, batches=BATCHES, flows_b1: int = 200, n_batches: int = 3,
+              length: int = LENGTH, peer: bool = True, wanted: tuple[str, ...] = ALL, log=print) -> dict:
+    from tqdm import tqdm
+
+    from .variants import build_variants, is_run
+
+    variants: list[Variant] = build_variants(path, workdir, wanted, log=log)
+    rows, meta = [], {"length": length, "memory": None, "threads": os.cpu_count()}
+    for v in variants:
+        with PeakMemory() as mem:
+            step, tok = v.open()
+            for b in batches:
+                n = flows_b1 if b == 1 else b * n_batches
+                with tqdm(total=n, desc=f"{v.name} b{b}", unit="flow", leave=False) as bar:
+                    r = time_generation(step, tok, b, n, length, bar=bar)
+                rows.append({"variant": v.name, "size_bytes": v.size_bytes, **r,
+                             "gb_s": v.size_bytes * r["steps_s"] / 1e9})
+            del step
+        meta["memory"] = mem.method
+        for r in rows:
+            if r["variant"] == v.name:
+                r["peak_mb"] = mem.peak_mb
+    if peer and is_run(path):
+        from ..train.checkpoint import load_run, read_config
+
+        if "quantization" in read_config(path):
+            log("peer: skipped (give the fp32 run: HF gets the fp32 weights)")
+        else:
+            model, tok = load_run(path)
+            with PeakMemory() as mem:
+                hf = hf_llama(model)
+                meta["hf_mapping_max_abs_err"] = hf_mapping_error(model, hf, tok)
+                with tqdm(total=flows_b1, desc="HF LlamaForCausalLM b1", unit="flow", leave=False) as bar:
+                    r = time_hf(hf, tok, flows_b1, length, bar=bar)
+            size = sum(p.numel() * p.element_size() for p in hf.parameters())
+            rows.append({"variant": "peer HF llama fp32", "size_bytes": size, **r, "gb_s": size * r["steps_s"] / 1e9,
+                         "peak_mb": mem.peak_mb})
+    return {"rows": rows, "meta": meta, "targets": check_targets(rows)}
+
+
+def _row(rows, variant, batch):
+    return next((r for r in rows if r["variant"] == variant and r["batch"] == batch), None)
+
+
+def check_targets(rows: list[dict]) -> list[dict]:
+    out = []
+    r = _row(rows, "onnx int8", 1024)
+    out.append({"target": "ONNX int8 >= 5,000 flows/s at batch 1024", "value": r and r["flows_s"],
+                "met": None if r is None else r["flows_s"] >= TARGETS["onnx_int8_flows_s_b1024"]})
+    b1 = [r for r in rows if r["batch"] == 1 and not r["variant"].startswith("peer")]
+    best = min(b1, key=lambda r: r["ms_per_flow"], default=None)
+    r = _row(rows, "onnx int8", 1) or best
+    out.append({"target": f"<= 1.5 ms per flow at batch 1 ({r['variant'] if r else 'n/a'})",
+                "value": r and r["ms_per_flow"], "met": None if r is None else r["ms_per_flow"] <= 1.5})
+    r = _row(rows, "onnx int8", 1024) or _row(rows, "onnx int8", 1)
+    out.append({"target": "int8 bundle <= 2 MB", "value": r and r["size_bytes"] / 1e6,
+                "met": None if r is None else r["size_bytes"] / 1e6 <= TARGETS["int8_bundle_mb"]})
+    return out
+
+
+def format_speed(rep: dict) -> str:
+    rows = rep["rows"]
+    mem = {"vmhwm": "peak RSS growth (VmHWM)", "ru_maxrss": "process ru_maxrss"}.get(rep["meta"]["memory"], "")
+    head = (f"{'variant':<22}{'size MB':>9}{'batch':>7}{'flows':>7}{'ms/flow':>10}{'flows/s':>11}"
+            f"{'engine%':>9}{'GB/s':>8}{'mem MB':>8}")
+    lines = [f"{rep['meta']['length']}-packet flows; engine% = wall time inside step(), the rest is the numpy "
+             f"sampler + Python; GB/s = weight bytes x steps/s (meaningful at batch 1); mem = {mem}", head,
+             "-" * len(head)]
+    for r in rows:
+        gb = f"{r['gb_s']:.2f}" if r["batch"] == 1 else "-"
+        lines.append(f"{r['variant']:<22}{r['size_bytes'] / 1e6:>9.2f}{r['batch']:>7}{r['flows']:>7}"
+                     f"{r['ms_per_flow']:>10.3f}{r['flows_s']:>11,.0f}{100 * r['engine_share']:>8.0f}%{gb:>8}"
+                     f"{r.get('peak_mb', float('nan')):>8.0f}")
+    peer = _row(rows, "peer HF llama fp32", 1)
+    if peer:
+        lines.append("")
+        lines.append(f"peer = HF LlamaForCausalLM.generate(), batch 1, token sequences only (no iat stream); "
+                     f"mapping check max |logit diff| = {rep['meta'].get('hf_mapping_max_abs_err', float('nan')):.1e}")
+        for r in rows:
+            if r["batch"] == 1 and r is not peer:
+                lines.append(f"  ours/peer flows/s at batch 1: {r['variant']:<22}{r['flows_s'] / peer['flows_s']:>7.1f}x")
+    lines.append("")
+    for t in rep["targets"]:
+        state = "n/a (variant not built)" if t["met"] is None else ("met" if t["met"] else "NOT met")
+        val = "" if t["value"] is None else f" (measured {t['value']:,.3f})"
+        lines.append(f"target: {t['target']}: {state}{val}")
+    return "\n".join(lines)

@@ -1,0 +1,56 @@
+"""`ntg-edge bench speed` and `bench parity` on a tiny model with small counts (structure only, no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from ntg_edge.appliance.cli import main
+from ntg_edge.export.parity import METRICS, agrees, run_parity
+from ntg_edge.runtime.flows import write_flows
+from ntg_edge.train.checkpoint import load_run
+
+
+
+def test_bench_speed_table(tiny_run, tmp_path):
+    js = tmp_path / "speed.json"
+    res = CliRunner().invoke(main, ["bench", "speed", str(tiny_run), "--batch-sizes", "1,16", "--flows-b1", "3",
+                                    "--batches", "1", "--length", "4", "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(js.read_text())
+    names = {r["variant"] for r in rep["rows"]}
+    assert {"torch fp32", "torchao int8-wo", "torchao int8-da", "peer HF llama fp32"} <= names
+    assert {"onnx fp32", "onnx int8"} <= names, res.output
+    for r in rep["rows"]:
+        assert r["flows"] > 0 and r["flows_s"] > 0 and r["size_bytes"] > 0
+    assert rep["meta"]["hf_mapping_max_abs_err"] < 1e-4  # our weights really are the peer's weights
+    for word in ("ms/flow", "flows/s", "ours/peer", "target:"):
+        assert word in res.output
+
+
+def test_parity_fp32_with_itself_passes(tiny_run, tiny_flows, tmp_path):
+    train, test = tiny_flows
+    rep = run_parity(tiny_run, tmp_path, train, test, n_per_class=8, bootstrap=5, tstr_resamples=1,
+                     wanted=("torch fp32",), log=lambda *_: None)
+    assert rep["pass"] == {"torch fp32": True}
+    assert set(rep["variants"]["torch fp32"]) == set(METRICS)
+    ref = rep["variants"]["torch fp32"]["2gram_jsd"]
+    assert agrees(ref["value"], ref) and not agrees(ref["hi"] + 0.5, ref)
+
+
+def test_bench_parity_cli(tiny_run, tiny_flows, tmp_path):
+    train, test = tiny_flows
+    write_flows(tmp_path / "train.parquet", train)
+    write_flows(tmp_path / "test.parquet", test)
+    js = tmp_path / "parity.json"
+    res = CliRunner().invoke(main, ["bench", "parity", str(tiny_run), "--real-train", str(tmp_path / "train.parquet"),
+                                    "--real-test", str(tmp_path / "test.parquet"), "--n-per-class", "8",
+                                    "--bootstrap", "3", "--tstr-resamples", "1", "--json", str(js)])
+    assert res.exit_code in (0, 1), res.output  # 1 = a variant disagreed with fp32 (allowed on a 1-epoch model)
+    rep = json.loads(js.read_text())
+    assert rep["pass"]["torch fp32"] is True
+    assert {"torchao int8-wo", "torchao int8-da", "onnx fp32", "onnx int8"} <= set(rep["variants"])
+    assert "verdict" in res.output and "pkt_count_jsd" in res.output
+    assert (res.exit_code == 0) == all(rep["pass"].values())
+    assert load_run(tiny_run)  # the run itself is untouched
