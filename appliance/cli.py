@@ -98,7 +98,7 @@ def split(flows, out, min_packets, min_flows, cap_per_class, cap_per_file, test_
 @click.argument("flows", type=click.Path(exists=True, dir_okay=False))
 @click.option("--model", "model_name", type=click.Choice(["llama"]), default="llama", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
-@click.option("--epochs", default=60, show_default=True)
+@click.option("--epochs", default=80, show_default=True)
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--lr", default=2e-3, show_default=True)
 @click.option("--dropout", default=0.3, show_default=True)
@@ -151,6 +151,7 @@ def _open_generator(path: str, device: str):
 @click.option("--n-per-class", type=int, help="Flows per class (default: --counts-from, else 100).")
 @click.option("--counts-from", type=click.Path(exists=True, dir_okay=False),
               help="A flows file whose per-class counts to reproduce (e.g. the real training split).")
+@click.option("--scale", default=1.0, show_default=True, help="Multiply the --counts-from counts.")
 @click.option("--classes", help="Comma-separated subset of the model's classes.")
 @click.option("--temperature", default=1.0, show_default=True)
 @click.option("--top-k", default=0, show_default=True)
@@ -159,7 +160,7 @@ def _open_generator(path: str, device: str):
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Synthetic flows file (Parquet).")
-def generate(run, n_per_class, counts_from, classes, temperature, top_k, top_p, batch_size, seed, device, out) -> None:
+def generate(run, n_per_class, counts_from, scale, classes, temperature, top_k, top_p, batch_size, seed, device, out) -> None:
     """Generate labelled synthetic flows from a trained run; the same seed gives the same flows."""
     from collections import Counter
 
@@ -175,7 +176,7 @@ def generate(run, n_per_class, counts_from, classes, temperature, top_k, top_p, 
         raise click.ClickException(f"--classes: {', '.join(unknown)} not among the model's classes")
     if counts_from and n_per_class is None:
         have = Counter(f.label for f in _flows(counts_from))
-        counts = {c: have[c] for c in wanted if have[c]}
+        counts = {c: round(have[c] * scale) for c in wanted if have[c]}
     else:
         counts = {c: n_per_class or 100 for c in wanted}
     flows = []

@@ -36,13 +36,13 @@ from .model import ModelConfig, Transformer
 
 @dataclass
 class TrainConfig:
-    epochs: int = 60
+    epochs: int = 80
     batch_size: int = 64
     lr: float = 2e-3
     min_lr: float = 2e-4
     warmup: float = 0.03  # share of all steps spent warming up
     weight_decay: float = 0.1
-    patience: int = 12
+    patience: int = 15
     val_fraction: float = 0.15
     val_flows_per_class: int = 60  # synthetic flows per class for validation TSTR
     # Class balance of the training draws: a flow of a class with n flows is drawn with weight n**-balance.
