@@ -60,14 +60,6 @@ def onnx_bytes(bundle: Path) -> int:
     return sum(g.stat().st_size for g in graphs) if graphs else dir_bytes(bundle)
 
 
-def _build_bundle(run: Path, out: Path, int8: bool) -> Path:
-    """The other half of `ntg-edge export RUN --format onnx [--int8]`, called as a function."""
-    from .bundle import export_bundle as fn
-
-    fn(run, out, int8=int8, log=lambda *a, **k: None)
-    return out
-
-
 def tensorrt_available() -> tuple[bool, str]:
     if importlib.util.find_spec("tensorrt") is None:
         return False, "tensorrt is not installed"
@@ -88,6 +80,7 @@ def build_variants(path: str | Path, workdir: str | Path, wanted: tuple[str, ...
         return [_bundle_variant(name, path)]
 
     from ..train.checkpoint import WEIGHTS, load_run, read_config
+    from .bundle import export_bundle
     from ..train.quantize import flat_state, quantize_model, state_bytes
 
     cfg = read_config(path)
@@ -106,7 +99,7 @@ def build_variants(path: str | Path, workdir: str | Path, wanted: tuple[str, ...
         if name not in wanted:
             continue
         try:
-            bundle = _build_bundle(path, workdir / name.replace(" ", "_"), int8)
+            bundle = export_bundle(path, workdir / name.replace(" ", "_"), int8=int8, log=lambda *a, **k: None)
             out.append(_bundle_variant(name, bundle))
         except Exception as e:  # the exporter is optional for the torch variants: say why and go on
             log(f"skip {name}: {type(e).__name__}: {e}")
@@ -123,8 +116,6 @@ def build_variants(path: str | Path, workdir: str | Path, wanted: tuple[str, ...
 def _bundle_meta(path: Path) -> dict:
     import yaml
 
-    for name in ("bundle.yaml", "config.yaml", "bundle.json"):
-        f = path / name
-        if f.is_file():
-            return yaml.safe_load(f.read_text()) or {}
-    return {}
+    from ..runtime.bundle import CONFIG
+
+    return yaml.safe_load((path / CONFIG).read_text()) or {}
