@@ -21,7 +21,7 @@ setup: $(BIN)/ntg-edge
 demo: setup
 	$(NTG) ingest data/captures --label-from folder --out $(OUT)/demo/flows.parquet
 	$(NTG) split $(OUT)/demo/flows.parquet --cap-per-file 500 --out $(OUT)/demo
-	$(NTG) train $(OUT)/demo/train.parquet --model llama --epochs 25 --out $(OUT)/demo/run
+	$(NTG) train $(OUT)/demo/train.parquet --model llama --epochs 45 --out $(OUT)/demo/run
 	$(NTG) generate $(OUT)/demo/run --counts-from $(OUT)/demo/train.parquet --out $(OUT)/demo/synthetic.parquet
 	$(NTG) evaluate --real $(OUT)/demo/test.parquet --synthetic $(OUT)/demo/synthetic.parquet \
 		--train $(OUT)/demo/train.parquet --json $(OUT)/demo/report.json
