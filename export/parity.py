@@ -7,12 +7,17 @@ replacement within each class (`bootstrap` times for the fidelity metrics: the 2
 by the bootstrap's bias so that it is centred on the point value, see `score`; `tstr_resamples`
 times for TSTR, each with its own forest seed, interval = min..max of those fits).
 
-Rule: a variant passes a metric when its value equals fp32's to two significant figures, or lies inside fp32's
-bootstrap interval. A variant passes when it passes every metric.
+Rule: a variant passes a metric when its value equals fp32's to two significant figures, or differs from it by no
+more than the two-sample interval sqrt(h_fp32^2 + h_variant^2) (h = half-width of each bootstrap interval). A variant
+passes when it passes every metric. Why two-sample: a variant's flows are a new draw, and a single changed token
+re-routes every later token of its flow (ONNX fp32, whose logits equal torch's to 6e-6, samples different flows),
+so "inside fp32's own interval" failed ONNX fp32 on 3 of 8 metrics of the benchmark run. The control row, fp32
+with the next seed, shows the rule's calibration on every run.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import numpy as np
@@ -68,8 +73,11 @@ def score(syn: list[Flow], test: list[Flow], train: list[Flow], bootstrap: int =
     return out
 
 
-def agrees(value: float, ref: dict) -> bool:
-    return sig2(value) == sig2(ref["value"]) or ref["lo"] <= value <= ref["hi"]
+def agrees(m: dict, ref: dict) -> bool:
+    def half(x: dict) -> float:
+        return (x["hi"] - x["lo"]) / 2
+
+    return sig2(m["value"]) == sig2(ref["value"]) or abs(m["value"] - ref["value"]) <= math.hypot(half(m), half(ref))
 
 
 def run_parity(path, workdir, train: list[Flow], test: list[Flow], n_per_class: int = 100, bootstrap: int = 200,
@@ -81,19 +89,21 @@ def run_parity(path, workdir, train: list[Flow], test: list[Flow], n_per_class: 
     variants = build_variants(path, workdir, wanted, log=log)
     if not variants or variants[0].name != FP32:
         raise ValueError(f"{path}: parity needs a trained fp32 run (the reference variant)")
+    control = f"{FP32} seed {seed + 1}"  # a second draw of the reference itself: what the rule must let pass
+    jobs = [(v.name, v, seed) for v in variants] + [(control, variants[0], seed + 1)]
     results, generated = {}, {}
-    for v in variants:
+    for name, v, s in jobs:
         step, tok = v.open()
         counts = {c: n_per_class for c in sorted({f.label for f in test}) if c in tok.classes}
         syn = []
-        with tqdm(total=sum(counts.values()), desc=f"{v.name}", unit="flow", leave=False) as bar:
-            for batch in generate(step, tok, counts, Sampling(), 1024, seed):
+        with tqdm(total=sum(counts.values()), desc=name, unit="flow", leave=False) as bar:
+            for batch in generate(step, tok, counts, Sampling(), 1024, s):
                 syn += batch
                 bar.update(len(batch))
-        generated[v.name] = len(syn)
-        results[v.name] = score(syn, test, train, bootstrap, tstr_resamples, seed)
+        generated[name] = len(syn)
+        results[name] = score(syn, test, train, bootstrap, tstr_resamples, seed)
     ref = results[FP32]
-    verdict = {name: {k: agrees(r[k]["value"], ref[k]) for k in METRICS} for name, r in results.items()}
+    verdict = {name: {k: agrees(r[k], ref[k]) for k in METRICS} for name, r in results.items()}
     return {"variants": results, "pass": {n: all(v.values()) for n, v in verdict.items()}, "agree": verdict,
             "flows": generated, "n_per_class": n_per_class, "bootstrap": bootstrap, "tstr_resamples": tstr_resamples}
 
@@ -103,7 +113,7 @@ def format_parity(rep: dict) -> str:
     w = max(20, *(len(n) + 2 for n in names))
     lines = [f"{rep['n_per_class']} flows per class; [lo, hi] = bootstrap {rep['bootstrap']} (fidelity, 2.5-97.5 %), "
              f"{rep['tstr_resamples']} resamples (TSTR, min-max); pass = same as fp32 to 2 significant figures or "
-             f"inside fp32's interval; * = fails"]
+             f"within the two-sample interval of fp32 and the variant; * = fails"]
     lines.append(f"{'metric':<14}" + "".join(f"{n:>{w}}" for n in names))
     for k in METRICS:
         cells = []
