@@ -310,11 +310,10 @@ def bench_speed(path, batch_sizes, flows_b1, n_batches, length, no_peer, json_ou
 @click.option("--real-train", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--real-test", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--n-per-class", default=100, show_default=True)
-@click.option("--bootstrap", default=200, show_default=True, help="Resamples for the fidelity intervals.")
-@click.option("--tstr-resamples", default=3, show_default=True, help="Resamples (forest fits) for the TSTR interval.")
+@click.option("--draws", default=5, show_default=True, help="fp32 generations that set its sampling interval.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False))
-def bench_parity(run, real_train, real_test, n_per_class, bootstrap, tstr_resamples, seed, json_out) -> None:
+def bench_parity(run, real_train, real_test, n_per_class, draws, seed, json_out) -> None:
     """Fidelity and TSTR of every variant against fp32; exits 1 when a variant disagrees with fp32."""
     import tempfile
 
@@ -322,8 +321,8 @@ def bench_parity(run, real_train, real_test, n_per_class, bootstrap, tstr_resamp
 
     with tempfile.TemporaryDirectory(prefix="ntg-parity-") as work:
         try:
-            rep = run_parity(run, work, _flows(real_train), _flows(real_test), n_per_class, bootstrap,
-                             tstr_resamples, seed, log=click.echo)
+            rep = run_parity(run, work, _flows(real_train), _flows(real_test), n_per_class, draws, seed,
+                             log=click.echo)
         except ValueError as e:
             raise click.ClickException(str(e)) from None
     click.echo(format_parity(rep))
