@@ -60,7 +60,9 @@ def onnx_bytes(bundle: Path) -> int:
     return sum(g.stat().st_size for g in graphs) if graphs else dir_bytes(bundle)
 
 
-def tensorrt_available() -> tuple[bool, str]:
+def tensorrt_ep_available() -> tuple[bool, str]:
+    """Whether ONNX Runtime can run the TensorRT execution provider here, and why not (runtime.trt checks the
+    tensorrt package for engines built with export/tensorrt.py)."""
     if importlib.util.find_spec("tensorrt") is None:
         return False, "tensorrt is not installed"
     try:
@@ -104,7 +106,7 @@ def build_variants(path: str | Path, workdir: str | Path, wanted: tuple[str, ...
         except Exception as e:  # the exporter is optional for the torch variants: say why and go on
             log(f"skip {name}: {type(e).__name__}: {e}")
     if "onnx int8 tensorrt" in wanted:
-        ok, why = tensorrt_available()
+        ok, why = tensorrt_ep_available()
         bundle = workdir / "onnx_int8"
         if not ok:
             log(f"skip TensorRT: {why}")
