@@ -179,3 +179,20 @@ def test_tensorrt_reports_when_missing(bundles):
 
     with pytest.raises(TensorRTUnavailable, match="TensorRT is not installed"):
         build_engine(bundles["fp32"] / MODEL, "/nonexistent.plan", n_layers=2, n_heads=2, head_dim=16, block_size=18)
+
+
+def test_graphs_use_fused_ops_and_one_int8_token_table(run, bundles):
+    """The opset-23 graphs carry attention as single ONNX ops, and the int8 graph keeps the tied token table once, in
+    int8, never dequantizing all of it (export/onnx.py: int8_tied_head)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model, tok = load_run(run)
+    table = tok.vocab_size * model.cfg.dim
+    for name in ("fp32", "int8"):
+        ops = Counter(n.op_type for n in onnx.load(bundles[name] / MODEL).graph.node)
+        assert ops["RotaryEmbedding"] == ops["Attention"] * 2 == 2 * model.cfg.n_layers, (name, ops)
+    g = onnx.load(bundles["int8"] / MODEL).graph
+    big = {t.name: numpy_helper.to_array(t) for t in g.initializer if int(np.prod(t.dims)) >= table}
+    assert [a.dtype.itemsize for a in big.values()] == [1], {k: a.dtype for k, a in big.items()}  # (u)int8, once
+    assert not [n for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in big]
