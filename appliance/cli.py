@@ -102,6 +102,9 @@ def split(flows, out, min_packets, min_flows, cap_per_class, cap_per_file, test_
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--lr", default=2e-3, show_default=True)
 @click.option("--dropout", default=0.3, show_default=True)
+@click.option("--ema", default=0.995, show_default=True, help="Decay of the weight average kept (0 = raw weights).")
+@click.option("--balance", default=0.5, show_default=True,
+              help="Class balance of training draws: weight n**-balance for a class of n flows (0 = none, 1 = equal).")
 @click.option("--dim", default=160, show_default=True, help="Hidden size.")
 @click.option("--hidden", default=320, show_default=True, help="SwiGLU intermediate size.")
 @click.option("--layers", default=4, show_default=True)
@@ -109,15 +112,15 @@ def split(flows, out, min_packets, min_flows, cap_per_class, cap_per_file, test_
 @click.option("--max-packets", default=64, show_default=True, help="Packets per flow the model sees.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-def train(flows, model_name, out, epochs, batch_size, lr, dropout, dim, hidden, layers, heads, max_packets, seed,
-          device) -> None:
+def train(flows, model_name, out, epochs, batch_size, lr, dropout, ema, balance, dim, hidden, layers, heads, max_packets,
+          seed, device) -> None:
     """Train a class-conditioned generator on a flows file (labels = classes)."""
     from ..train.train import TrainConfig, train as run_training
 
     data = [f for f in _flows(flows) if f.label and f.pl]
     if len({f.label for f in data}) < 2:
         raise click.ClickException(f"{flows}: need labelled flows of at least 2 classes (column 'label')")
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, ema=ema, balance=balance, seed=seed, device=device)
     mc = {"dropout": dropout, "dim": dim, "hidden": hidden, "n_layers": layers, "n_heads": heads}
     summary = run_training(data, out, mc, cfg, max_packets=max_packets, log=click.echo)
     sel = summary["selected"]
@@ -216,19 +219,27 @@ _ROWS = ["pkt_count_jsd", "1gram_jsd", "2gram_jsd", "markov_jsd", "uniq_align", 
 
 
 def _report_table(rep: dict) -> str:
-    cols = [c for c in ("synthetic", "real_floor") if c in rep]
-    lines = [f"{'metric':<16}" + "".join(f"{c:>14}" for c in cols)]
+    sd = rep["synthetic_sd"] if rep["draws"] > 1 else {}
+    syn = {k: f"{v:.3f}" + (f" ± {sd[k]:.3f}" if k in sd else "") for k, v in rep["synthetic"].items()}
+    cols = {"synthetic": syn}
+    if "real_floor" in rep:
+        cols["real_floor"] = {k: f"{v:.3f}" for k, v in rep["real_floor"].items()}
+    width = max(14, *(len(v) + 2 for c in cols.values() for v in c.values()))
+    lines = [f"{'metric':<16}" + "".join(f"{c:>{width}}" for c in cols)]
     for r in _ROWS:
-        if any(r in rep[c] for c in cols):
-            lines.append(f"{r:<16}" + "".join(f"{rep[c].get(r, float('nan')):>14.3f}" for c in cols))
+        if any(r in c for c in cols.values()):
+            lines.append(f"{r:<16}" + "".join(f"{c.get(r, 'nan'):>{width}}" for c in cols.values()))
     if "ratio" in rep:
-        lines.append(f"{'TSTR / TRTR':<16}{rep['ratio']['tstr_over_trtr']:>14.3f}")
+        lines.append(f"{'TSTR / TRTR':<16}{rep['ratio']['tstr_over_trtr']:>{width}.3f}")
+    if rep["draws"] > 1:
+        lines.append(f"synthetic: mean ± sd over {rep['draws']} draws (each with its own forest seed; TRTR over the same seeds)")
     return "\n".join(lines)
 
 
 @main.command()
 @click.option("--real", required=True, type=click.Path(exists=True, dir_okay=False), help="Real test flows.")
-@click.option("--synthetic", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--synthetic", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Synthetic flows; repeat for several draws (generation seeds) to get mean ± sd.")
 @click.option("--train", "train_path", type=click.Path(exists=True, dir_okay=False),
               help="Real training flows: adds leakage, copy rate and the real-vs-real floor (TRTR).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
@@ -241,8 +252,7 @@ def evaluate(real, synthetic, train_path, json_out, seed) -> None:
     from ..runtime.flows import write_atomic
     from ..runtime.metrics import evaluate as run_eval
 
-    test, syn = _flows(real), _flows(synthetic)
-    rep = run_eval(test, syn, _flows(train_path) if train_path else None, seed)
+    rep = run_eval(_flows(real), [_flows(p) for p in synthetic], _flows(train_path) if train_path else None, seed)
     click.echo("JSD: 0 = same distribution (macro over classes); floor = real train vs real test; "
                "copy_rate under real_floor = the natural rate")
     click.echo(_report_table(rep))

@@ -151,8 +151,22 @@ def test_cli_generate_and_evaluate(run_dir, small, tmp_path):
                                   "--train", str(train_path), "--json", str(tmp_path / "rep.json")])
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "rep.json").read_text())
-    assert set(rep) == {"synthetic", "real_floor", "ratio"}
-    assert 0 <= rep["synthetic"]["tstr_f1"] <= 1 and "markov_jsd" in r.output
+    assert set(rep) == {"draws", "synthetic", "synthetic_sd", "real_floor", "ratio"} and rep["draws"] == 1
+    assert 0 <= rep["synthetic"]["tstr_f1"] <= 1 and "markov_jsd" in r.output and "±" not in r.output
+
+    # a second draw: the report becomes mean ± sd over draws, and the mean lies between the two single-draw values
+    r = CliRunner().invoke(main, ["generate", str(out), "--counts-from", str(train_path), "--seed", "4",
+                                  "--out", str(tmp_path / "syn2.parquet")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["evaluate", "--real", str(test_path), "--synthetic", str(tmp_path / "syn.parquet"),
+                                  "--synthetic", str(tmp_path / "syn2.parquet"), "--train", str(train_path),
+                                  "--json", str(tmp_path / "rep2.json")])
+    assert r.exit_code == 0, r.output
+    rep2 = json.loads((tmp_path / "rep2.json").read_text())
+    assert rep2["draws"] == 2 and "±" in r.output and "over 2 draws" in r.output
+    one = rep["synthetic"]["markov_jsd"]
+    two = 2 * rep2["synthetic"]["markov_jsd"] - one  # the second draw's own value
+    assert abs(rep2["synthetic_sd"]["markov_jsd"] - abs(one - two) / 2) < 1e-9
 
 
 def test_cli_rejects_bad_input(tmp_path):
