@@ -6,7 +6,8 @@ is held out; after every epoch the model generates flows for each class, a fores
 held-out slice (validation TSTR), and the copy rate of those flows is measured against the training flows. The kept
 checkpoint is the best validation TSTR among epochs whose copy rate stays at or below the natural rate (the share of
 held-out real flows that equal a training flow). Training stops when neither validation loss nor that score has
-improved for `patience` epochs.
+improved for `patience` epochs. Everything after the optimizer step (validation, generation, the saved checkpoint)
+uses an exponential moving average of the weights, not the raw iterate (see TrainConfig.ema).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 import yaml
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
@@ -48,6 +50,10 @@ class TrainConfig:
     # Class balance of the training draws: a flow of a class with n flows is drawn with weight n**-balance.
     # 0 = as they come; 1 = every class equally often. Small classes are where a generator fails first.
     balance: float = 0.5
+    # Weights are an exponential moving average of the optimizer's iterates, with this decay per step (0 = off). A
+    # snapshot of the raw weights leans towards the few flows of each class it saw last: on 20-flow classes that
+    # turns a 50/50 choice of first packet into 95/5, and generation collapses onto one mode per class.
+    ema: float = 0.995
     seed: int = 0
     device: str = "auto"
 
@@ -106,6 +112,7 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
     other = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay}, {"params": other, "weight_decay": 0}],
                             lr=c.lr, betas=(0.9, 0.95), fused=device == "cuda")
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(c.ema)) if c.ema else None
     steps_per_epoch = math.ceil(len(train_seqs) / c.batch_size)
     total = c.epochs * steps_per_epoch
     n_class = Counter(f.label for f in train_flows)
@@ -126,13 +133,16 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
+            if ema:
+                ema.update_parameters(model)
             step += 1
             n_tok += int((toks != 0).sum())
             bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{n_tok / (time.perf_counter() - t0):,.0f}")
         epoch_s = time.perf_counter() - t0
 
-        vl = val_loss(model, val_seqs, tok, device)
-        syn = [f for b in generate(torch_step(model), tok, per_class, seed=c.seed) for f in b]
+        kept = ema.module if ema else model
+        vl = val_loss(kept, val_seqs, tok, device)
+        syn = [f for b in generate(torch_step(kept), tok, per_class, seed=c.seed) for f in b]
         vscore = metrics.train_test_f1(syn, val_flows, seed=c.seed)
         vcopy = metrics.copy_rate(train_flows, syn)
         row = {"epoch": epoch, "val_loss": vl, "val_tstr": vscore, "val_copy_rate": vcopy, "epoch_s": epoch_s}
@@ -141,7 +151,7 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
         improved = eligible and (best is None or vscore > best["val_tstr"])
         if improved:
             best = row
-            save_run(out, model, tok, {"train": asdict(c), "selected": row, "natural_copy_rate": natural})
+            save_run(out, kept, tok, {"train": asdict(c), "selected": row, "natural_copy_rate": natural})
         log(f"epoch {epoch:3d}  val loss {vl:.3f}  val TSTR {vscore:.3f}  copy {vcopy:.2f}"
             f"{'' if eligible else ' (> natural)'}  {epoch_s:.1f} s{'  *' if improved else ''}")
         stale = 0 if improved or vl < best_loss else stale + 1
@@ -150,7 +160,7 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
             break
     if best is None:  # every epoch copied more than the natural rate: keep the last one, and say so
         best = history[-1]
-        save_run(out, model, tok, {"train": asdict(c), "selected": best, "natural_copy_rate": natural})
+        save_run(out, kept, tok, {"train": asdict(c), "selected": best, "natural_copy_rate": natural})
         log("warning: no epoch kept the copy rate at or below the natural rate; kept the last epoch")
     write_atomic(Path(out, "history.yaml"), lambda tmp: Path(tmp).write_text(yaml.safe_dump(history, sort_keys=False)))
     return {"selected": best, "history": history, "natural_copy_rate": natural, "params": model.n_params()}
