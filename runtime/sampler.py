@@ -28,11 +28,12 @@ class Sampling:
     top_p: float = 1.0  # 1.0 = off
 
 
-def sample(logits: np.ndarray, s: Sampling, rng: np.random.Generator) -> np.ndarray:
-    """One id per row from (batch, n) scores (-inf = forbidden)."""
-    # float32 and in place: at batch 1024 this function costs as much as the model step
-    z = np.array(logits, dtype=np.float32)
-    z /= max(s.temperature, 1e-6)
+def sample(logits: np.ndarray, s: Sampling, rng: np.random.Generator, bias: np.ndarray | None = None) -> np.ndarray:
+    """One id per row from (batch, n) scores plus an optional (n,) bias (-inf = forbidden)."""
+    # float32 and in place on one copy: at batch 1024 this function costs a third of a model step
+    z = np.array(logits, dtype=np.float32) if bias is None else np.add(logits, bias, dtype=np.float32)
+    if s.temperature != 1.0:
+        z /= max(s.temperature, 1e-6)
     if 0 < s.top_k < z.shape[1]:
         kth = np.partition(z, -s.top_k, axis=1)[:, -s.top_k][:, None]
         z[z < kth] = -np.inf
@@ -46,7 +47,7 @@ def sample(logits: np.ndarray, s: Sampling, rng: np.random.Generator) -> np.ndar
         drop = np.cumsum(sorted_p, axis=1) - sorted_p >= s.top_p
         np.put_along_axis(p, order, np.where(drop, 0.0, sorted_p), axis=1)
     # inverse-CDF sampling on the unnormalised CDF: one uniform per row, vectorised over the batch
-    cdf = np.cumsum(p, axis=1)
+    cdf = np.cumsum(p, axis=1, out=p)
     u = rng.random((p.shape[0], 1), dtype=np.float32) * cdf[:, -1:]
     return np.minimum((cdf < u).sum(axis=1), p.shape[1] - 1)
 
@@ -68,7 +69,7 @@ def generate_batch(
     allowed = np.zeros(tok.vocab_size, dtype=bool)
     allowed[EOS] = True
     allowed[tok.packet_base :] = True
-    ban = np.where(allowed, 0.0, -np.inf)
+    ban = np.where(allowed, 0.0, -np.inf).astype(np.float32)
     if length:
         ban[EOS] = -np.inf
     out_t = np.full((b, n), EOS, dtype=np.int64)
@@ -78,7 +79,7 @@ def generate_batch(
     past = None
     for pos in range(n):
         logits, iat_logits, past = step(tokens, iats, past)
-        nxt = sample(logits + ban, s, rng)
+        nxt = sample(logits, s, rng, ban)
         nbin = sample(iat_logits, s, rng)
         nxt[done] = EOS
         out_t[live, pos], out_i[live, pos] = nxt, nbin
