@@ -19,7 +19,7 @@ from ntg_edge.train.checkpoint import load_run
 from ntg_edge.train.data import pad
 from ntg_edge.train.generate import torch_step
 from ntg_edge.train.model import ModelConfig, Transformer
-from ntg_edge.train.train import TrainConfig, train
+from ntg_edge.train.train import TrainConfig, ema_update, train
 
 TINY = {"dim": 32, "hidden": 64, "n_layers": 2, "n_heads": 4, "dropout": 0.1}
 
@@ -176,3 +176,20 @@ def test_cli_rejects_bad_input(tmp_path):
     assert r.exit_code != 0 and str(bad) in r.output and "Parquet" in r.output
     r = CliRunner().invoke(main, ["generate", str(tmp_path), "--out", str(tmp_path / "x.parquet")])
     assert r.exit_code != 0 and "not a run directory" in r.output
+
+
+def test_weight_average_is_the_decay_weighted_mean_of_the_iterates():
+    """The kept weights: iterates weighted by decay**age and normalised, with nothing left of the initial weights."""
+    from torch.optim.swa_utils import AveragedModel
+
+    m = torch.nn.Linear(3, 2, bias=False)
+    avg = AveragedModel(m, avg_fn=ema_update(0.9))
+    seen = []
+    for t in range(6):
+        with torch.no_grad():
+            m.weight.normal_()
+        seen.append(m.weight.detach().clone())
+        avg.update_parameters(m)
+    w = torch.tensor([0.9 ** (5 - i) for i in range(6)])
+    want = sum(wi * x for wi, x in zip(w, seen)) / w.sum()
+    assert torch.allclose(avg.module.weight, want, atol=1e-6)
