@@ -102,7 +102,8 @@ def split(flows, out, min_packets, min_flows, cap_per_class, cap_per_file, test_
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--lr", default=2e-3, show_default=True)
 @click.option("--dropout", default=0.3, show_default=True)
-@click.option("--ema", default=0.995, show_default=True, help="Decay of the weight average kept (0 = raw weights).")
+@click.option("--ema-horizon", default=0.1, show_default=True,
+              help="Horizon of the weight average kept, as a share of all training steps (0 = raw weights).")
 @click.option("--balance", default=0.5, show_default=True,
               help="Class balance of training draws: weight n**-balance for a class of n flows (0 = none, 1 = equal).")
 @click.option("--dim", default=160, show_default=True, help="Hidden size.")
@@ -112,7 +113,7 @@ def split(flows, out, min_packets, min_flows, cap_per_class, cap_per_file, test_
 @click.option("--max-packets", default=64, show_default=True, help="Packets per flow the model sees.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-def train(flows, model_name, out, epochs, batch_size, lr, dropout, ema, balance, dim, hidden, layers, heads, max_packets,
+def train(flows, model_name, out, epochs, batch_size, lr, dropout, ema_horizon, balance, dim, hidden, layers, heads, max_packets,
           seed, device) -> None:
     """Train a class-conditioned generator on a flows file (labels = classes)."""
     from ..train.train import TrainConfig, train as run_training
@@ -120,7 +121,7 @@ def train(flows, model_name, out, epochs, batch_size, lr, dropout, ema, balance,
     data = [f for f in _flows(flows) if f.label and f.pl]
     if len({f.label for f in data}) < 2:
         raise click.ClickException(f"{flows}: need labelled flows of at least 2 classes (column 'label')")
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, ema=ema, balance=balance, seed=seed, device=device)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, ema_horizon=ema_horizon, balance=balance, seed=seed, device=device)
     mc = {"dropout": dropout, "dim": dim, "hidden": hidden, "n_layers": layers, "n_heads": heads}
     summary = run_training(data, out, mc, cfg, max_packets=max_packets, log=click.echo)
     sel = summary["selected"]
