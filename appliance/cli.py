@@ -113,15 +113,16 @@ def split(flows, out, min_packets, min_flows, cap_per_class, cap_per_file, test_
 @click.option("--max-packets", default=64, show_default=True, help="Packets per flow the model sees.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-def train(flows, model_name, out, epochs, batch_size, lr, dropout, ema_horizon, balance, dim, hidden, layers, heads, max_packets,
-          seed, device) -> None:
+def train(flows, model_name, out, epochs, batch_size, lr, dropout, ema_horizon, balance, dim, hidden, layers, heads,
+          max_packets, seed, device) -> None:
     """Train a class-conditioned generator on a flows file (labels = classes)."""
     from ..train.train import TrainConfig, train as run_training
 
     data = [f for f in _flows(flows) if f.label and f.pl]
     if len({f.label for f in data}) < 2:
         raise click.ClickException(f"{flows}: need labelled flows of at least 2 classes (column 'label')")
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, ema_horizon=ema_horizon, balance=balance, seed=seed, device=device)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, ema_horizon=ema_horizon, balance=balance,
+                      seed=seed, device=device)
     mc = {"dropout": dropout, "dim": dim, "hidden": hidden, "n_layers": layers, "n_heads": heads}
     summary = run_training(data, out, mc, cfg, max_packets=max_packets, log=click.echo)
     sel = summary["selected"]
@@ -164,7 +165,8 @@ def _open_generator(path: str, device: str):
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Synthetic flows file (Parquet).")
-def generate(run, n_per_class, counts_from, scale, classes, temperature, top_k, top_p, batch_size, seed, device, out) -> None:
+def generate(run, n_per_class, counts_from, scale, classes, temperature, top_k, top_p, batch_size, seed, device,
+             out) -> None:
     """Generate labelled synthetic flows from a trained run; the same seed gives the same flows."""
     from collections import Counter
 
@@ -233,7 +235,8 @@ def _report_table(rep: dict) -> str:
     if "ratio" in rep:
         lines.append(f"{'TSTR / TRTR':<16}{rep['ratio']['tstr_over_trtr']:>{width}.3f}")
     if rep["draws"] > 1:
-        lines.append(f"synthetic: mean ± sd over {rep['draws']} draws (each with its own forest seed; TRTR over the same seeds)")
+        lines.append(f"synthetic: mean ± sd over {rep['draws']} draws "
+                     "(each with its own forest seed; TRTR over the same seeds)")
     return "\n".join(lines)
 
 

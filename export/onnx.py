@@ -32,7 +32,7 @@ import torch
 from onnx import helper, numpy_helper
 from torch import nn
 
-from ..train.model import KV, Attention, Transformer
+from ..train.model import KV, Attention, Transformer, causal_mask
 
 OPSET = 23
 
@@ -57,8 +57,7 @@ class OnnxAttention(nn.Module):
         cos, sin = cos.expand(b, t, -1), sin.expand(b, t, -1)
         q = torch.onnx.ops.rotary_embedding(q, cos, sin, num_heads=a.n_heads)
         k = torch.onnx.ops.rotary_embedding(k, cos, sin, num_heads=a.n_heads)
-        past_len = past[0].shape[2]
-        mask = torch.arange(t)[:, None] + past_len >= torch.arange(past_len + t)
+        mask = causal_mask(t, past[0].shape[2])
         y, key, value, _ = torch.onnx.ops.attention(q, k, v, mask, past[0], past[1], q_num_heads=a.n_heads,
                                                    kv_num_heads=a.n_heads)
         return a.wo(y), (key, value)
@@ -139,13 +138,13 @@ TOKEN_TABLE = "model.tok_emb.weight"
 
 
 def int8_tied_head(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Let the tied token head read the int8 table directly instead of dequantizing all of it on every step.
+    """Let the tied token head read the 8-bit table directly instead of dequantizing all of it on every step.
 
-    quantize_dynamic stores the token table once in 8 bits (uint8 + zero point) for its Gather, and feeds the head MatMul a
-    DequantizeLinear + Transpose of the whole table: 0.5 M values turned back into fp32 per step, which at batch 1 cost
-    more than the four layers together. Here that one 8-bit table is stored transposed, (dim, vocab): the head becomes
-    the quantizer's own integer pattern (DynamicQuantizeLinear -> MatMulInteger -> scale) on it, and the embedding
-    gathers its columns (Gather axis 1, then a transpose of the few gathered rows). Same values, same size.
+    quantize_dynamic stores the token table once in 8 bits (uint8 + zero point) for its Gather, and feeds the head
+    MatMul a DequantizeLinear + Transpose of the whole table: 0.5 M values turned back into fp32 per step, which at
+    batch 1 cost more than the four layers together. Here that one table is stored transposed, (dim, vocab): the head
+    becomes the quantizer's own integer pattern (DynamicQuantizeLinear -> MatMulInteger -> scale) on it, and the
+    embedding gathers its columns (Gather axis 1, then a transpose of the few gathered rows). Same values, same size.
     """
     g = model.graph
     q_name, scale, zero = f"{TOKEN_TABLE}_quantized", f"{TOKEN_TABLE}_scale", f"{TOKEN_TABLE}_zero_point"

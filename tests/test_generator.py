@@ -154,7 +154,7 @@ def test_cli_generate_and_evaluate(run_dir, small, tmp_path):
     assert set(rep) == {"draws", "synthetic", "synthetic_sd", "real_floor", "ratio"} and rep["draws"] == 1
     assert 0 <= rep["synthetic"]["tstr_f1"] <= 1 and "markov_jsd" in r.output and "±" not in r.output
 
-    # a second draw: the report becomes mean ± sd over draws, and the mean lies between the two single-draw values
+    # a second draw: the report becomes mean ± sd over draws; with two draws the sd is half their difference
     r = CliRunner().invoke(main, ["generate", str(out), "--counts-from", str(train_path), "--seed", "4",
                                   "--out", str(tmp_path / "syn2.parquet")])
     assert r.exit_code == 0, r.output

@@ -59,6 +59,11 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
+def causal_mask(t: int, past_len: int, device: torch.device | None = None) -> torch.Tensor:
+    """(t, past_len + t) bool: query i sits at absolute position past_len + i and may see keys 0 .. past_len + i."""
+    return torch.arange(t, device=device)[:, None] + past_len >= torch.arange(past_len + t, device=device)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -72,9 +77,7 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        # Query i sits at absolute position (past_len + i) and may see keys 0 .. past_len + i.
-        past_len = k.shape[2] - t
-        mask = torch.arange(t, device=x.device)[:, None] + past_len >= torch.arange(k.shape[2], device=x.device)
+        mask = causal_mask(t, k.shape[2] - t, x.device)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.wo(y.transpose(1, 2).reshape(b, t, -1)), (k, v)
 
