@@ -32,6 +32,7 @@ test: setup
 # The benchmark split of the nDPI corpus (README "Benchmark"): fidelity with the real-vs-real floor, copy rate
 # beside the natural rate, TSTR/TRTR; synthetic figures are mean ± sd over the DRAWS generation seeds.
 DRAWS   ?= 0 1 2
+SCALE   ?= 10
 bench: setup
 	$(NTG) ingest $(NDPI)/pcaps --labels $(NDPI)/labels.csv.gz --out $(OUT)/ndpi/flows.parquet
 	$(NTG) split $(OUT)/ndpi/flows.parquet --out $(OUT)/ndpi
@@ -40,11 +41,12 @@ bench: setup
 		--out $(OUT)/ndpi/synthetic-$$s.parquet || exit 1; done
 	$(NTG) evaluate --real $(OUT)/ndpi/test.parquet $(foreach s,$(DRAWS),--synthetic $(OUT)/ndpi/synthetic-$(s).parquet) \
 		--train $(OUT)/ndpi/train.parquet --json $(OUT)/ndpi/report.json
-	@echo "-- the same with 3x as many synthetic flows (synthetic data is cheap: what augmentation would use)"
-	for s in $(DRAWS); do $(NTG) generate $(OUT)/ndpi/run --counts-from $(OUT)/ndpi/train.parquet --scale 3 --seed $$s \
-		--out $(OUT)/ndpi/synthetic3x-$$s.parquet || exit 1; done
-	$(NTG) evaluate --real $(OUT)/ndpi/test.parquet $(foreach s,$(DRAWS),--synthetic $(OUT)/ndpi/synthetic3x-$(s).parquet) \
-		--train $(OUT)/ndpi/train.parquet --json $(OUT)/ndpi/report3x.json
+	@echo "-- the same with $(SCALE)x as many synthetic flows (synthetic data is cheap: what augmentation would use)"
+	for s in $(DRAWS); do $(NTG) generate $(OUT)/ndpi/run --counts-from $(OUT)/ndpi/train.parquet --scale $(SCALE) \
+		--seed $$s --out $(OUT)/ndpi/synthetic$(SCALE)x-$$s.parquet || exit 1; done
+	$(NTG) evaluate --real $(OUT)/ndpi/test.parquet \
+		$(foreach s,$(DRAWS),--synthetic $(OUT)/ndpi/synthetic$(SCALE)x-$(s).parquet) \
+		--train $(OUT)/ndpi/train.parquet --json $(OUT)/ndpi/report$(SCALE)x.json
 	$(BIN)/python bench/ingest.py $(NDPI)/pcaps
 	$(NTG) bench speed $(OUT)/ndpi/run --json $(OUT)/ndpi/speed.json
 

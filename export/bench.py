@@ -2,9 +2,10 @@
 
 Each variant generates fixed-length flows (10 packets = 10 decode steps after the one-token class prompt) through the
 shared numpy sampler (runtime/sampler.py) at batch 1, 64 and 1024. Reported per variant and batch: ms per flow,
-flows/s, the share of wall time spent inside the engine's step (the rest is the numpy sampler and Python), and
-weight bandwidth as gpt-fast reports it (bytes on disk x forward steps / s; a step reads every weight once, whatever
-the batch, so it is only meaningful at batch 1). Peak memory is the growth of the process's peak resident set
+flows/s, the share of wall time spent inside the engine's step (the rest is the numpy sampler and Python; the ONNX
+bundles sample inside their graph, so for them it includes sampling), and weight bandwidth as gpt-fast reports it
+(bytes on disk x forward steps / s; a step reads every weight once, whatever the batch, so it is only meaningful at
+batch 1). Peak memory is the growth of the process's peak resident set
 (VmHWM, reset before each variant through /proc/self/clear_refs) over its resident set before the variant was
 opened; where that reset is not possible, the process's ru_maxrss is reported instead and says so.
 
@@ -73,15 +74,29 @@ def _counts(tok: Tokenizer, n: int) -> dict[str, int]:
     return {k: v for k, v in c.items() if v}
 
 
+class Timed:
+    """A step function that adds up the seconds spent inside it (and inside its in-graph sampler, if it has one)."""
+
+    def __init__(self, step) -> None:
+        self.step, self.seconds = step, 0.0
+        self.samples = getattr(step, "samples", False)
+
+    def _timed(self, fn, *args):
+        t = time.perf_counter()
+        out = fn(*args)
+        self.seconds += time.perf_counter() - t
+        return out
+
+    def __call__(self, *args):
+        return self._timed(self.step, *args)
+
+    def sample_step(self, *args):
+        return self._timed(self.step.sample_step, *args)
+
+
 def time_generation(step, tok: Tokenizer, batch: int, n_flows: int, length: int = LENGTH, seed: int = 0,
                     bar=None) -> dict:
-    engine = [0.0]
-
-    def timed(tokens, iats, past):
-        t = time.perf_counter()
-        out = step(tokens, iats, past)
-        engine[0] += time.perf_counter() - t
-        return out
+    timed = Timed(step)
 
     # warm-up: one small batch (session/graph initialisation, allocator)
     for _ in generate(step, tok, _counts(tok, min(batch, 8)), Sampling(), batch, seed + 1, length):
@@ -95,7 +110,7 @@ def time_generation(step, tok: Tokenizer, batch: int, n_flows: int, length: int 
             bar.update(len(flows))
     wall = time.perf_counter() - t0
     return {"batch": batch, "flows": n, "seconds": wall, "ms_per_flow": 1e3 * wall / n, "flows_s": n / wall,
-            "engine_share": engine[0] / wall, "steps_s": length * -(-n // batch) / wall}
+            "engine_share": timed.seconds / wall, "steps_s": length * -(-n // batch) / wall}
 
 
 # -- the peer: Hugging Face LlamaForCausalLM -------------------------------------------------------------------------

@@ -6,11 +6,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import onnx
 import yaml
 
 from ..runtime.bundle import CONFIG, MODEL, PLAN, is_bundle, write_manifest
 from ..train.checkpoint import load_run, read_config
-from .onnx import OPSET, export_onnx, quantize_int8
+from .onnx import OPSET, add_sampler, export_onnx, quantize_int8
 
 
 def export_bundle(run: str | Path, out: str | Path, int8: bool = False, opset: int = OPSET,
@@ -34,6 +35,9 @@ def export_bundle(run: str | Path, out: str | Path, int8: bool = False, opset: i
             fp32.unlink()
         else:
             export_onnx(model, tmp / MODEL, opset)
+        graph = add_sampler(onnx.load(str(tmp / MODEL)))
+        onnx.checker.check_model(graph)
+        onnx.save(graph, str(tmp / MODEL))
         if tensorrt:
             from .tensorrt import build_engine
 

@@ -8,7 +8,8 @@
 
 `load_bundle` checks every hash before anything is loaded and returns a step function for runtime/sampler.py plus
 the Tokenizer. The key/value cache stays in ONNX Runtime's own buffers (OrtValues, on the GPU under CUDA) and is fed
-back through IOBinding; only the last position's logits are copied to numpy.
+back through IOBinding. A bundle's graph also samples (export/onnx.py `add_sampler`): `sample_step` returns the next
+ids, and only those leave the engine; `__call__` returns the last position's logits for other sampling settings.
 """
 
 from __future__ import annotations
@@ -142,28 +143,49 @@ class OrtEngine:
         self.device = "cpu" if self.provider == "CPUExecutionProvider" else "cuda"
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self._past_names = self.input_names[2:]
+        self._past_names = [n for n in self.input_names if n.startswith("past_")]
+        self.samples = "uniform" in self.input_names
         shape = self.session.get_inputs()[2].shape  # (batch, heads, past, head_dim)
         self.heads, self.head_dim = int(shape[1]), int(shape[3])
+        self.vocab = int(self.session.get_outputs()[0].shape[1])
 
     def empty_past(self, batch: int) -> OrtPast:
         z = np.zeros((batch, self.heads, 0, self.head_dim), dtype=np.float32)
         return OrtPast([self._ort.OrtValue.ortvalue_from_numpy(z, self.device, 0) for _ in self._past_names],
                        self.device)
 
-    def __call__(self, tokens: np.ndarray, iats: np.ndarray, past: Any) -> tuple[np.ndarray, np.ndarray, list]:
+    def _run(self, tokens: np.ndarray, iats: np.ndarray, past: Any, u: np.ndarray | None = None,
+             temperature: float = 1.0, bias: np.ndarray | None = None) -> dict:
+        b = tokens.shape[0]
         if past is None:
-            past = self.empty_past(tokens.shape[0])
+            past = self.empty_past(b)
         io = self.session.io_binding()
         io.bind_cpu_input("tokens", np.ascontiguousarray(tokens, dtype=np.int64))
         io.bind_cpu_input("iats", np.ascontiguousarray(iats, dtype=np.int64))
         for name, value in zip(self._past_names, past.values):
             io.bind_ortvalue_input(name, value)
+        if self.samples:  # logits wanted: the sampler's outputs are computed anyway, from any valid uniforms
+            io.bind_cpu_input("uniform", np.zeros((b, 2), np.float32) if u is None else u)
+            io.bind_cpu_input("temperature", np.array(temperature, np.float32))
+            io.bind_cpu_input("bias", np.zeros(self.vocab, np.float32) if bias is None else bias)
         for name in self.output_names:
             io.bind_output(name, self.device)  # ORT allocates; the present stays where the graph ran
         self.session.run_with_iobinding(io)
-        out = io.get_outputs()
-        return out[0].numpy(), out[1].numpy(), OrtPast(out[2:], self.device)
+        return dict(zip(self.output_names, io.get_outputs()))
+
+    def __call__(self, tokens: np.ndarray, iats: np.ndarray, past: Any) -> tuple[np.ndarray, np.ndarray, OrtPast]:
+        out = self._run(tokens, iats, past)
+        return out["logits"].numpy(), out["iat_logits"].numpy(), self._present(out)
+
+    def sample_step(self, tokens: np.ndarray, iats: np.ndarray, past: Any, u: np.ndarray, temperature: float,
+                    bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, OrtPast]:
+        """One step and the in-graph draw: (next token ids, next iat bins, present), as runtime/sampler.py's `sample`
+        would pick them from this step's logits with the uniforms `u` (batch, 2)."""
+        out = self._run(tokens, iats, past, u, max(temperature, 1e-6), bias)
+        return out["next_token"].numpy(), out["next_iat"].numpy(), self._present(out)
+
+    def _present(self, out: dict) -> OrtPast:
+        return OrtPast([out[n.replace("past_", "present_", 1)] for n in self._past_names], self.device)
 
 
 def load_bundle(path: str | Path, provider: str = "auto", threads: int | None = None) -> tuple[Any, Tokenizer]:

@@ -6,6 +6,12 @@ key/value cache (None at the first step) as a (nested) list/tuple of arrays or t
 sequence of a batch starts with a one-token prompt (its class token), so all rows advance in lockstep and no padding
 mask is needed; rows that finished are dropped from the batch (and the cache) as they accumulate, since flow lengths
 are heavy-tailed and a batch would otherwise run at full width until its longest flow ends.
+
+Randomness is one uniform per row and per stream (packet, inter-arrival bin) per step, drawn here and turned into an
+id by inverse-CDF lookup. An engine that samples inside its own graph (`step.samples` is true and
+`step.sample_step(tokens, iats, past, u, temperature, bias) -> (ids, bins, present)`: the ONNX bundles, see
+export/onnx.py `add_sampler`) receives the same uniforms, so for the same seed and the same logits it picks the same
+ids as `sample` below, and at batch 1024 the logits never leave the engine.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ class Sampling:
     top_p: float = 1.0  # 1.0 = off
 
 
-def sample(logits: np.ndarray, s: Sampling, rng: np.random.Generator, bias: np.ndarray | None = None) -> np.ndarray:
-    """One id per row from (batch, n) scores plus an optional (n,) bias (-inf = forbidden)."""
+def sample(logits: np.ndarray, s: Sampling, u: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """One id per row from (batch, n) scores plus an optional (n,) bias (-inf = forbidden), given one uniform in [0, 1)
+    per row: the first id whose cumulative probability exceeds u (so an id of probability 0 is never picked)."""
     # float32 and in place on one copy: at batch 1024 this function costs a third of a model step
     z = np.array(logits, dtype=np.float32) if bias is None else np.add(logits, bias, dtype=np.float32)
     if s.temperature != 1.0:
@@ -46,10 +53,9 @@ def sample(logits: np.ndarray, s: Sampling, rng: np.random.Generator, bias: np.n
         # keep the smallest prefix whose mass reaches top_p (the first id always survives)
         drop = np.cumsum(sorted_p, axis=1) - sorted_p >= s.top_p
         np.put_along_axis(p, order, np.where(drop, 0.0, sorted_p), axis=1)
-    # inverse-CDF sampling on the unnormalised CDF: one uniform per row, vectorised over the batch
+    # inverse CDF on the unnormalised CDF, vectorised over the batch
     cdf = np.cumsum(p, axis=1, out=p)
-    u = rng.random((p.shape[0], 1), dtype=np.float32) * cdf[:, -1:]
-    return np.minimum((cdf < u).sum(axis=1), p.shape[1] - 1)
+    return np.minimum((cdf <= u.reshape(-1, 1) * cdf[:, -1:]).sum(axis=1), p.shape[1] - 1)
 
 
 def _take(past: Any, rows: np.ndarray) -> Any:
@@ -77,10 +83,14 @@ def generate_batch(
     live = np.arange(b)  # output rows still generating, in batch order
     done = np.zeros(b, dtype=bool)  # per batch row
     past = None
+    in_graph = getattr(step, "samples", False) and s.top_k == 0 and s.top_p == 1.0
     for pos in range(n):
-        logits, iat_logits, past = step(tokens, iats, past)
-        nxt = sample(logits, s, rng, ban)
-        nbin = sample(iat_logits, s, rng)
+        u = rng.random((len(tokens), 2), dtype=np.float32)
+        if in_graph:
+            nxt, nbin, past = step.sample_step(tokens, iats, past, u, s.temperature, ban)
+        else:
+            logits, iat_logits, past = step(tokens, iats, past)
+            nxt, nbin = sample(logits, s, u[:, 0], ban), sample(iat_logits, s, u[:, 1])
         nxt[done] = EOS
         out_t[live, pos], out_i[live, pos] = nxt, nbin
         done |= nxt == EOS

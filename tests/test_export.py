@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from ntg_edge.appliance.cli import main
 from ntg_edge.runtime.bundle import MANIFEST, MODEL, BundleError, load_bundle
 from ntg_edge.runtime.flows import Flow, read_flows
-from ntg_edge.runtime.sampler import generate
+from ntg_edge.runtime.sampler import Sampling, generate, sample
 from ntg_edge.train.checkpoint import load_run
 from ntg_edge.train.train import TrainConfig, train
 
@@ -114,6 +114,33 @@ def test_int8_bundle_smaller_and_close(run, bundles, flows):
     kl = (np.exp(p) * (p - q)).sum(-1).mean()
     assert kl < 0.02, kl
     assert (ref.argmax(-1) == got.argmax(-1)).mean() > 0.9
+
+
+def test_in_graph_sampler_picks_what_numpy_picks(bundles, flows):
+    """The bundle's graph samples (export/onnx.py add_sampler) by the numpy sampler's rule: same logits, same uniforms,
+    same ids; and a whole generation through it gives the flows the numpy sampler gives from the graph's logits."""
+    engine, tok = load_bundle(bundles["fp32"], "cpu")
+    toks, bins = _real_sequences(flows, tok)
+    toks, bins = np.repeat(toks, 16, axis=0), np.repeat(bins, 16, axis=0)  # each context with 16 uniforms
+    u = np.random.default_rng(0).random((len(toks), 2), dtype=np.float32)
+    ban = np.zeros(tok.vocab_size, np.float32)
+    ban[: tok.packet_base] = -np.inf  # packets only
+    logits, iat_logits, _ = engine(toks, bins, None)
+    ids, iat_bins, _ = engine.sample_step(toks, bins, None, u, 0.8, ban)
+    want = sample(logits, Sampling(0.8), u[:, 0], ban)
+    assert (ids >= tok.packet_base).all()
+    assert (ids == want).mean() > 0.99 and len(set(want)) > 10  # a u within rounding of a boundary may differ
+    assert (iat_bins == sample(iat_logits, Sampling(0.8), u[:, 1])).mean() > 0.99
+
+    class NumpyOnly:  # the same engine, its logits sampled in numpy
+        def __call__(self, *args):
+            return engine(*args)
+
+    counts = {c: 16 for c in tok.classes}
+    a = [f for batch in generate(engine, tok, counts, seed=3) for f in batch]
+    b = [f for batch in generate(NumpyOnly(), tok, counts, seed=3) for f in batch]
+    same = np.mean([(x.pl, x.dir, x.iat) == (y.pl, y.dir, y.iat) for x, y in zip(a, b)])
+    assert same > 0.95, same
 
 
 def test_tampered_bundle_refused(bundles, tmp_path):

@@ -87,9 +87,11 @@ def test_reference_config_size():
 def test_sampling_filters():
     rng = np.random.default_rng(0)
     logits = np.log(np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]))
-    assert (sample(logits, Sampling(top_k=1), rng) == [0, 2]).all()
-    assert (sample(logits, Sampling(top_p=0.4), rng) == [0, 2]).all()
-    draws = np.array([sample(logits, Sampling(), rng) for _ in range(2000)])
+    u = rng.random(2)
+    assert (sample(logits, Sampling(top_k=1), u) == [0, 2]).all()
+    assert (sample(logits, Sampling(top_p=0.4), u) == [0, 2]).all()
+    assert sample(np.array([[-np.inf, 0.0, 0.0]]), Sampling(), np.zeros(1)) == [1]  # never an id of probability 0
+    draws = np.array([sample(logits, Sampling(), rng.random(2)) for _ in range(2000)])
     assert abs((draws[:, 0] == 0).mean() - 0.5) < 0.05
 
 
