@@ -248,9 +248,9 @@ def format_speed(rep: dict) -> str:
     mem = {"vmhwm": "peak RSS growth (VmHWM)", "ru_maxrss": "process ru_maxrss"}.get(rep["meta"]["memory"], "")
     head = (f"{'variant':<22}{'size MB':>9}{'batch':>7}{'flows':>7}{'ms/flow':>10}{'flows/s':>11}"
             f"{'engine%':>9}{'GB/s':>8}{'mem MB':>8}")
-    lines = [f"{rep['meta']['length']}-packet flows; engine% = wall time inside step() (ONNX: sampling "
-             f"included), the rest is the numpy sampler + Python; GB/s = weight bytes x steps/s (meaningful at batch 1); mem = {mem}", head,
-             "-" * len(head)]
+    lines = [f"{rep['meta']['length']}-packet flows; engine% = wall time inside step() (ONNX: sampling included), "
+             f"the rest is the numpy sampler + Python; GB/s = weight bytes x steps/s (meaningful at batch 1); "
+             f"mem = {mem}", head, "-" * len(head)]
     for r in rows:
         gb = f"{r['gb_s']:.2f}" if r["batch"] == 1 else "-"
         lines.append(f"{r['variant']:<22}{r['size_bytes'] / 1e6:>9.2f}{r['batch']:>7}{r['flows']:>7}"

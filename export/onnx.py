@@ -214,7 +214,8 @@ def add_sampler(model: onnx.ModelProto, group: int = 64) -> onnx.ModelProto:
 
     def pick(cdf: str, target: str, limit: int, name: str) -> str:
         """count(cdf <= target) along axis 1, at most `limit`: the inverse-CDF index, (B, 1) int64."""
-        le = node("Cast", [node("LessOrEqual", [cdf, target], f"{name}_le")], f"{name}_count", to=onnx.TensorProto.INT64)
+        le = node("Cast", [node("LessOrEqual", [cdf, target], f"{name}_le")], f"{name}_count",
+                  to=onnx.TensorProto.INT64)
         return node("Min", [node("ReduceSum", [le, const("axis1", [1])], f"{name}_sum", keepdims=1),
                             const(f"{name}_limit", np.int64(limit))], name)
 

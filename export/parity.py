@@ -10,6 +10,12 @@ the family of 8 metrics x 5 variants from failing by chance). A variant passes a
 mean to two significant figures or lies inside that interval, and passes when it passes every metric. A control row,
 fp32 with a seed none of its draws used, shows the rule's calibration on every run.
 
+Every variant draws with fp32's first seed, and the sampler hands every engine the same uniforms for the same seed
+(runtime/sampler.py), so the variants are paired with that fp32 draw: `same_flows` is the share of flows a variant
+generates identical to it (packets, directions and inter-arrival bins). It does not decide pass/fail -- any changed
+logit may move one token, which re-routes the rest of its flow -- but shows how far from fp32 a variant samples:
+an exact export keeps nearly all flows, a quantized one fewer.
+
 Why not bootstrap one fp32 draw: resampling a fixed set of flows measures how that set would vary, not how a new
 generation varies, and one changed token re-routes the rest of its flow, so every variant is a new generation. On the
 benchmark run a bootstrap interval (also a two-sample one) failed fp32 against itself on 6 of 8 metrics.
@@ -63,7 +69,7 @@ def run_parity(path, workdir, train: list[Flow], test: list[Flow], n_per_class: 
     if not variants or variants[0].name != FP32:
         raise ValueError(f"{path}: parity needs a trained fp32 run (the reference variant)")
 
-    def draw(v, s: int) -> dict[str, float]:
+    def draw(v, s: int) -> list[Flow]:
         step, tok = v.open()
         counts = {c: n_per_class for c in sorted({f.label for f in test}) if c in tok.classes}
         syn = []
@@ -71,15 +77,23 @@ def run_parity(path, workdir, train: list[Flow], test: list[Flow], n_per_class: 
             for batch in generate(step, tok, counts, Sampling(), 1024, s):
                 syn += batch
                 bar.update(len(batch))
-        return measure(syn, test, train, seed)
+        return syn
 
-    ref = interval([draw(variants[0], seed + i) for i in range(draws)])
+    fp32 = [draw(variants[0], seed + i) for i in range(draws)]
+    ref = interval([measure(syn, test, train, seed) for syn in fp32])
     control = f"{FP32} seed {seed + draws}"  # a fresh draw of the reference itself: what the rule must let pass
-    values = {v.name: draw(v, seed) for v in variants[1:]}
-    values[control] = draw(variants[0], seed + draws)
+    flows = {v.name: draw(v, seed) for v in variants[1:]}
+    flows[control] = draw(variants[0], seed + draws)
+    values = {name: measure(syn, test, train, seed) for name, syn in flows.items()}
+    same = {name: same_flows(syn, fp32[0]) for name, syn in flows.items()}
     verdict = {name: {k: agrees(m[k], ref[k]) for k in METRICS} for name, m in values.items()}
     return {"reference": ref, "variants": values, "pass": {n: all(v.values()) for n, v in verdict.items()},
-            "agree": verdict, "n_per_class": n_per_class, "draws": draws}
+            "agree": verdict, "same_flows": same, "n_per_class": n_per_class, "draws": draws}
+
+
+def same_flows(a: list[Flow], b: list[Flow]) -> float:
+    """Share of positions where two equally ordered generations hold the same flow."""
+    return float(np.mean([(x.pl, x.dir, x.iat) == (y.pl, y.dir, y.iat) for x, y in zip(a, b)]))
 
 
 def format_parity(rep: dict) -> str:
@@ -93,5 +107,7 @@ def format_parity(rep: dict) -> str:
         cells = [f"{rep['variants'][n][k]:.3f}{'' if rep['agree'][n][k] else '*'}".rjust(w) for n in names]
         band = f"{r['value']:.3f} [{r['lo']:.3f},{r['hi']:.3f}]"
         lines.append(f"{k:<14}{band:>24}" + "".join(cells))
+    lines.append(f"{'same flows':<14}{'as its first draw':>24}"
+                 + "".join(f"{rep['same_flows'][n]:.3f}".rjust(w) for n in names))
     lines.append(f"{'verdict':<14}{'':>24}" + "".join(("pass" if rep["pass"][n] else "FAIL").rjust(w) for n in names))
     return "\n".join(lines)

@@ -53,4 +53,8 @@ def test_bench_parity_cli(tiny_run, tiny_flows, tmp_path):
     assert {"torchao int8-wo", "torchao int8-da", "onnx fp32", "onnx int8", "torch fp32 seed 2"} <= set(rep["variants"])
     assert "verdict" in res.output and "pkt_count_jsd" in res.output
     assert (res.exit_code == 0) == all(rep["pass"].values())
+    # paired draws: the exact export samples fp32's flows from fp32's uniforms; a new seed does not
+    same = rep["same_flows"]
+    assert same["onnx fp32"] > 0.9 and same["onnx fp32"] > same["torch fp32 seed 2"]
+    assert "same flows" in res.output
     assert load_run(tiny_run)  # the run itself is untouched
