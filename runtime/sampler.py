@@ -84,8 +84,11 @@ def generate_batch(
     done = np.zeros(b, dtype=bool)  # per batch row
     past = None
     in_graph = getattr(step, "samples", False) and s.top_k == 0 and s.top_p == 1.0
+    # Each flow's uniforms are fixed by its row and position up front, so a flow that ends earlier in one engine than
+    # in another (and so changes which rows are still running) does not re-deal the randomness of every other flow.
+    uniforms = rng.random((n, b, 2), dtype=np.float32)
     for pos in range(n):
-        u = rng.random((len(tokens), 2), dtype=np.float32)
+        u = uniforms[pos, live]
         if in_graph:
             nxt, nbin, past = step.sample_step(tokens, iats, past, u, s.temperature, ban)
         else:
