@@ -180,10 +180,6 @@ def int8_tied_head(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-SAMPLER_INPUTS = ("uniform", "temperature", "bias")
-SAMPLER_OUTPUTS = ("next_token", "next_iat")
-
-
 def add_sampler(model: onnx.ModelProto, group: int = 64) -> onnx.ModelProto:
     """Append the sampler to a step graph: the next packet token and inter-arrival bin, drawn inside the graph.
 
@@ -227,7 +223,7 @@ def add_sampler(model: onnx.ModelProto, group: int = 64) -> onnx.ModelProto:
 
     p = node("Softmax", [node("Div", [node("Add", ["logits", "bias"], "biased"), "temperature"], "scaled")], "softmax",
              axis=-1)
-    if n_groups * group > vocab:  # zero-probability ids up to a whole number of groups (Concat: Pad is 3x slower)
+    if n_groups * group > vocab:  # zero-probability ids up to a whole number of groups
         zeros = node("Expand", [const("zero_f", np.zeros((1, 1), np.float32)), node("Concat", [
             node("Shape", [p], "rows", end=1), const("pad_width", [n_groups * group - vocab])], "pad_shape", axis=0)],
             "zeros")
@@ -245,9 +241,7 @@ def add_sampler(model: onnx.ModelProto, group: int = 64) -> onnx.ModelProto:
     token = node("Add", [node("Mul", [grp, const("group_size", np.int64(group))], "base"), idx], "id")
     token = node("Min", [token, const("last_id", np.int64(vocab - 1))], "id_clamped")
 
-    zi = node("Div", ["iat_logits", "temperature"], "iat_scaled")
-    pi = node("Exp", [node("Sub", [zi, node("ReduceMax", [zi, const("axis1", [1])], "iat_max", keepdims=1)],
-                           "iat_shifted")], "iat_p")
+    pi = node("Softmax", [node("Div", ["iat_logits", "temperature"], "iat_scaled")], "iat_p", axis=-1)
     icdf = node("CumSum", [pi, const("axis1_scalar", np.int64(1))], "iat_cdf")
     n_bins = out_shape["iat_logits"].type.tensor_type.shape.dim[1].dim_value
     ibin = pick(icdf, node("Mul", [u_iat, total(icdf, "iat_total")], "iat_target"), n_bins - 1, "iat_bin")
@@ -259,7 +253,8 @@ def add_sampler(model: onnx.ModelProto, group: int = 64) -> onnx.ModelProto:
     g.input.extend([helper.make_tensor_value_info("uniform", f32, ["batch", 2]),
                     helper.make_tensor_value_info("temperature", f32, []),
                     helper.make_tensor_value_info("bias", f32, [vocab])])
-    g.output.extend([helper.make_tensor_value_info(n, onnx.TensorProto.INT64, ["batch"]) for n in SAMPLER_OUTPUTS])
+    g.output.extend([helper.make_tensor_value_info(n, onnx.TensorProto.INT64, ["batch"])
+                     for n in ("next_token", "next_iat")])
     return model
 
 
