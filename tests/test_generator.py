@@ -95,6 +95,28 @@ def test_sampling_filters():
     assert abs((draws[:, 0] == 0).mean() - 0.5) < 0.05
 
 
+def test_flows_keep_their_randomness_when_others_end_early(run_dir):
+    """Uniforms are dealt per flow, not per live row: rows that end early (and are dropped from the batch) must not
+    change the other flows of the same seed, or an engine whose numbers differ slightly would re-deal them all."""
+    model, tok = load_run(run_dir[0])
+    step = torch_step(model)
+
+    class EndFirstRows:  # the same model, but the first 16 of 40 flows end at their first step: dropped at once
+        first = True
+
+        def __call__(self, tokens, iats, past):
+            logits, iat_logits, present = step(tokens, iats, past)
+            if self.first:
+                logits[:16], logits[:16, EOS], self.first = -np.inf, 0.0, False
+            return logits, iat_logits, present
+
+    counts = {c: 8 for c in tok.classes}
+    a = [f for batch in generate(step, tok, counts, seed=5) for f in batch]
+    b = [f for batch in generate(EndFirstRows(), tok, counts, seed=5) for f in batch]
+    assert not any(f.pl for f in b[:16]) and any(f.pl for f in a[:16])
+    assert [(f.pl, f.dir, f.iat) for f in a[16:]] == [(f.pl, f.dir, f.iat) for f in b[16:]]
+
+
 def test_metrics_floor_and_ceiling(small):
     train_flows, test_flows = small
     same = metrics.fidelity(test_flows, test_flows, train=test_flows)
