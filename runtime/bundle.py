@@ -145,7 +145,7 @@ class OrtEngine:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._past_names = [n for n in self.input_names if n.startswith("past_")]
         self.samples = "uniform" in self.input_names
-        shape = self.session.get_inputs()[2].shape  # (batch, heads, past, head_dim)
+        shape = next(i.shape for i in self.session.get_inputs() if i.name.startswith("past_"))  # (B, heads, P, dim)
         self.heads, self.head_dim = int(shape[1]), int(shape[3])
         self.vocab = int(self.session.get_outputs()[0].shape[1])
 

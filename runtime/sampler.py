@@ -1,4 +1,4 @@
-"""Batched flow sampling in numpy over any engine's step function (torch, ONNX Runtime, TensorRT).
+"""Batched flow sampling over any engine's step function (torch, ONNX Runtime, TensorRT): in numpy, or in the graph.
 
 An engine supplies `step(tokens, iats, past) -> (logits, iat_logits, present)`: tokens and iats are (batch, 1) int64,
 logits are the last position's (batch, vocab) and (batch, bins) scores, `past`/`present` is the engine's own opaque
@@ -7,8 +7,8 @@ sequence of a batch starts with a one-token prompt (its class token), so all row
 mask is needed; rows that finished are dropped from the batch (and the cache) as they accumulate, since flow lengths
 are heavy-tailed and a batch would otherwise run at full width until its longest flow ends.
 
-Randomness is one uniform per row and per stream (packet, inter-arrival bin) per step, drawn here and turned into an
-id by inverse-CDF lookup. An engine that samples inside its own graph (`step.samples` is true and
+Randomness is one uniform per flow, position and stream (packet, inter-arrival bin), dealt here up front and turned
+into an id by inverse-CDF lookup. An engine that samples inside its own graph (`step.samples` is true and
 `step.sample_step(tokens, iats, past, u, temperature, bias) -> (ids, bins, present)`: the ONNX bundles, see
 export/onnx.py `add_sampler`) receives the same uniforms, so for the same seed and the same logits it picks the same
 ids as `sample` below, and at batch 1024 the logits never leave the engine.
