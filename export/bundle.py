@@ -11,7 +11,7 @@ import yaml
 
 from ..runtime.bundle import CONFIG, MODEL, PLAN, is_bundle, write_manifest
 from ..train.checkpoint import load_run, read_config
-from .onnx import OPSET, add_sampler, export_onnx, quantize_int8
+from .onnx import OPSET, SAMPLER_GROUP, add_sampler, export_onnx, pad_vocab, quantize_int8
 
 
 def export_bundle(run: str | Path, out: str | Path, int8: bool = False, opset: int = OPSET,
@@ -29,13 +29,14 @@ def export_bundle(run: str | Path, out: str | Path, int8: bool = False, opset: i
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
+        padded = pad_vocab(model, SAMPLER_GROUP)
         if int8:
-            fp32 = export_onnx(model, tmp / "fp32.onnx", opset)
+            fp32 = export_onnx(padded, tmp / "fp32.onnx", opset)
             quantize_int8(fp32, tmp / MODEL)
             fp32.unlink()
         else:
-            export_onnx(model, tmp / MODEL, opset)
-        graph = add_sampler(onnx.load(str(tmp / MODEL)))
+            export_onnx(padded, tmp / MODEL, opset)
+        graph = add_sampler(onnx.load(str(tmp / MODEL)), tok.vocab_size, SAMPLER_GROUP)
         onnx.checker.check_model(graph)
         onnx.save(graph, str(tmp / MODEL))
         if tensorrt:

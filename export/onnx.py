@@ -7,6 +7,8 @@ Graph contract (one graph serves prefill and decode):
     outputs  logits (B, V), iat_logits (B, K) float32        -- the LAST position only (what the sampler needs)
              present_key_{i}, present_value_{i} (B, heads, P + T, head_dim)
 
+Only the last position reaches the heads (Transformer.forward's last_only), so a prefill never computes logits it
+throws away. A bundle's graph pads V to a multiple of 64 (`pad_vocab`) and appends a sampler (`add_sampler`).
 B, T and P are dynamic. The first step feeds a zero-length past (P = 0): ONNX Runtime accepts empty tensors, so there
 is no separate first-step graph. `last_only=False` keeps every position, logits (B, T, V), for parity checks.
 
@@ -22,6 +24,7 @@ batch 1 a decode step is dominated by per-node overhead, not arithmetic (one thr
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import warnings
 from pathlib import Path
@@ -35,6 +38,7 @@ from torch import nn
 from ..train.model import KV, Attention, Transformer, causal_mask
 
 OPSET = 23
+SAMPLER_GROUP = 64  # ids per group of the in-graph sampler (add_sampler); the token head is padded to a multiple
 
 
 def io_names(n_layers: int) -> tuple[list[str], list[str]]:
@@ -80,10 +84,26 @@ class StepGraph(nn.Module):
 
     def forward(self, tokens: torch.Tensor, iats: torch.Tensor, *past: torch.Tensor):
         kv = [(past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)]
-        logits, iat_logits, present = self.model(tokens, iats, kv)
+        logits, iat_logits, present = self.model(tokens, iats, kv, last_only=self.last_only)
         if self.last_only:
-            logits, iat_logits = logits[:, -1], iat_logits[:, -1]
+            logits, iat_logits = logits.squeeze(1), iat_logits.squeeze(1)  # a view: no copy of (B, V)
         return (logits, iat_logits, *(t for k_v in present for t in k_v))
+
+
+def pad_vocab(model: Transformer, multiple: int) -> Transformer:
+    """A copy of `model` whose token table has zero rows up to a multiple of `multiple` ids (as nanoGPT pads GPT-2's).
+
+    The padding ids are never fed (no token maps to them) and never drawn (the bundle's sampler bans them), so the
+    model is unchanged; the in-graph sampler's groups then tile the vocabulary without a per-step pad of the logits.
+    """
+    vocab = -(-model.cfg.vocab_size // multiple) * multiple
+    if vocab == model.cfg.vocab_size:
+        return model
+    model = copy.deepcopy(model)
+    w = model.tok_emb.weight.detach()
+    model.tok_emb = nn.Embedding.from_pretrained(torch.cat([w, w.new_zeros(vocab - len(w), w.shape[1])]), freeze=True)
+    model.cfg = dataclasses.replace(model.cfg, vocab_size=vocab)
+    return model
 
 
 def example_inputs(model: Transformer, batch: int = 2, t: int = 3, past_len: int = 4) -> tuple[torch.Tensor, ...]:
@@ -142,36 +162,30 @@ def int8_tied_head(model: onnx.ModelProto) -> onnx.ModelProto:
 
     quantize_dynamic stores the token table once in 8 bits (uint8 + zero point) for its Gather, and feeds the head
     MatMul a DequantizeLinear + Transpose of the whole table: 0.5 M values turned back into fp32 per step, which at
-    batch 1 cost more than the four layers together. Here that one table is stored transposed, (dim, vocab): the head
-    becomes the quantizer's own integer pattern (DynamicQuantizeLinear -> MatMulInteger -> scale) on it, and the
-    embedding gathers its columns (Gather axis 1, then a transpose of the few gathered rows). Same values, same size.
+    batch 1 cost more than the four layers together. Here the head becomes the quantizer's own integer pattern
+    (DynamicQuantizeLinear -> MatMulInteger -> scale) on a Transpose of the 8-bit table. That Transpose has only a
+    constant input, so ONNX Runtime folds it once when the session loads: the file keeps one (vocab, dim) table, which
+    the embedding gathers whole rows from. (Storing it transposed instead made the embedding gather single bytes
+    across the table: 1.5 ms of a 35 ms step at batch 1024.)
     """
     g = model.graph
     q_name, scale, zero = f"{TOKEN_TABLE}_quantized", f"{TOKEN_TABLE}_scale", f"{TOKEN_TABLE}_zero_point"
-    users = {i: [n for n in g.node if i in n.input] for i in (q_name, TOKEN_TABLE)}
-    (deq,) = [n for n in users[q_name] if n.op_type == "DequantizeLinear"]
-    (gather,) = [n for n in users[q_name] if n.op_type == "Gather"]
-    (transpose,) = users[TOKEN_TABLE]
+    (deq,) = [n for n in g.node if q_name in n.input and n.op_type == "DequantizeLinear"]
+    (transpose,) = [n for n in g.node if TOKEN_TABLE in n.input]
     (head,) = [n for n in g.node if transpose.output[0] in n.input and n.op_type == "MatMul"]
-
-    (table,) = [t for t in g.initializer if t.name == q_name]
-    table.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(table).T), q_name))
-    gathered = f"{gather.output[0]}_columns"
-    gather_t = helper.make_node("Gather", [q_name, gather.input[1]], [gathered], axis=1, name=gather.name)
-    rows = helper.make_node("Transpose", [gathered], [gather.output[0]], perm=[1, 2, 0], name=f"{gather.name}_rows")
     x = head.input[0]
     int_head = [
+        helper.make_node("Transpose", [q_name], ["head_table"], perm=[1, 0], name="head_table"),
         helper.make_node("DynamicQuantizeLinear", [x], [f"{x}_q", f"{x}_q_scale", f"{x}_q_zero"], name="head_quantize"),
-        helper.make_node("MatMulInteger", [f"{x}_q", q_name, f"{x}_q_zero", zero], ["head_int32"], name="head_matmul"),
+        helper.make_node("MatMulInteger", [f"{x}_q", "head_table", f"{x}_q_zero", zero], ["head_int32"],
+                         name="head_matmul"),
         helper.make_node("Cast", ["head_int32"], ["head_fp32"], to=onnx.TensorProto.FLOAT, name="head_cast"),
         helper.make_node("Mul", [f"{x}_q_scale", scale], ["head_scale"], name="head_scales"),
         helper.make_node("Mul", ["head_fp32", "head_scale"], [head.output[0]], name="head_rescale"),
     ]
     nodes = []
     for n in g.node:
-        if n is gather:
-            nodes += [gather_t, rows]
-        elif n is head:
+        if n is head:
             nodes += int_head
         elif n is not deq and n is not transpose:
             nodes.append(n)
@@ -180,24 +194,32 @@ def int8_tied_head(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def add_sampler(model: onnx.ModelProto, group: int = 64) -> onnx.ModelProto:
+def add_sampler(model: onnx.ModelProto, vocab: int, group: int = SAMPLER_GROUP) -> onnx.ModelProto:
     """Append the sampler to a step graph: the next packet token and inter-arrival bin, drawn inside the graph.
 
     New inputs: uniform (B, 2) float32 in [0, 1) -- one per row for the token, one for the bin, drawn by the caller --,
-    temperature (scalar) and bias (V,) added to the logits (-inf = forbidden). New outputs: next_token, next_iat (B,)
-    int64. The rule is runtime/sampler.py's `sample` (the first id whose cumulative probability exceeds u x total), so
-    given the same uniforms both pick the same ids; only a u within float rounding of a boundary can differ.
+    temperature (scalar) and bias (vocab,) added to the logits (-inf = forbidden). New outputs: next_token, next_iat
+    (B,) int64. The rule is runtime/sampler.py's `sample` (the first id whose cumulative probability exceeds u x total),
+    so given the same uniforms both pick the same ids; only a u within float rounding of a boundary can differ.
 
     At batch 1024 the numpy sampler cost about as much as the model step (a cumulative sum over 1024 x 3,000 logits,
     then a compare over all of it). Here the vocabulary is cut into groups of `group` ids: one softmax, one sum per
     group, a cumulative sum over the ~50 group totals picks the group, and a cumulative sum over that group's 64
     probabilities picks the id -- every pass over the full logits is one that ONNX Runtime vectorises and threads.
     Measured at batch 1024 (int8, 10-packet flows, this 2-core CPU): 1,411-1,493 -> 1,934-2,047 flows/s.
+
+    The graph's token table must be padded to whole groups (`pad_vocab`); the padding ids get a bias of -inf here.
+    The temperature divides the final hidden state, not the logits: both heads are linear without a bias, so that is
+    the same division on dim (160) numbers per row instead of vocab (3,072), and the int8 head quantizes h / T to the
+    same integers at a scale T times smaller. The `logits` and `iat_logits` outputs are divided by the temperature too.
     """
     g = model.graph
     out_shape = {o.name: o for o in g.output}
-    vocab = out_shape["logits"].type.tensor_type.shape.dim[1].dim_value
-    n_groups = -(-vocab // group)
+    padded = out_shape["logits"].type.tensor_type.shape.dim[1].dim_value
+    if padded % group or not 0 <= padded - vocab < group:
+        raise ValueError(f"token head of {padded} ids: expected the {vocab}-id vocabulary padded to a multiple of "
+                         f"{group} (export/onnx.py pad_vocab)")
+    n_groups = padded // group
     c = {}  # constants
 
     def const(name: str, value) -> str:
@@ -218,16 +240,17 @@ def add_sampler(model: onnx.ModelProto, group: int = 64) -> onnx.ModelProto:
     def total(cdf: str, name: str) -> str:  # the last column, (B, 1)
         return node("Slice", [cdf, const("minus1", [-1]), const("big", [1 << 62]), const("axis1", [1])], name)
 
+    (norm,) = [n for n in g.node if "model.norm.weight" in n.input]  # the final norm: what both heads read
+    hidden = norm.output[0]
+    for n in g.node:
+        n.input[:] = [f"{hidden}_scaled" if i == hidden else i for i in n.input]
+    scale = helper.make_node("Div", [hidden, "temperature"], [f"{hidden}_scaled"], name="sampler_temperature")
+    g.node.insert(list(g.node).index(norm) + 1, scale)
     u_tok = node("Slice", ["uniform", const("zero", [0]), const("one", [1]), const("axis1", [1])], "u_tok")
     u_iat = node("Slice", ["uniform", const("one", [1]), const("two", [2]), const("axis1", [1])], "u_iat")
 
-    p = node("Softmax", [node("Div", [node("Add", ["logits", "bias"], "biased"), "temperature"], "scaled")], "softmax",
-             axis=-1)
-    if n_groups * group > vocab:  # zero-probability ids up to a whole number of groups
-        zeros = node("Expand", [const("zero_f", np.zeros((1, 1), np.float32)), node("Concat", [
-            node("Shape", [p], "rows", end=1), const("pad_width", [n_groups * group - vocab])], "pad_shape", axis=0)],
-            "zeros")
-        p = node("Concat", [p, zeros], "padded", axis=1)
+    bias = node("Concat", ["bias", const("pad_bias", np.full(padded - vocab, -np.inf, np.float32))], "bias", axis=0)
+    p = node("Softmax", [node("Add", ["logits", bias], "biased")], "softmax", axis=-1)
     p = node("Reshape", [p, const("grouped", [0, n_groups, group])], "p")
     sums = node("ReduceSum", [p, const("axis2", [2])], "group_sums", keepdims=0)  # (B, G)
     cdf = node("CumSum", [sums, const("axis1_scalar", np.int64(1))], "group_cdf")
@@ -241,7 +264,7 @@ def add_sampler(model: onnx.ModelProto, group: int = 64) -> onnx.ModelProto:
     token = node("Add", [node("Mul", [grp, const("group_size", np.int64(group))], "base"), idx], "id")
     token = node("Min", [token, const("last_id", np.int64(vocab - 1))], "id_clamped")
 
-    pi = node("Softmax", [node("Div", ["iat_logits", "temperature"], "iat_scaled")], "iat_p", axis=-1)
+    pi = node("Softmax", ["iat_logits"], "iat_p", axis=-1)
     icdf = node("CumSum", [pi, const("axis1_scalar", np.int64(1))], "iat_cdf")
     n_bins = out_shape["iat_logits"].type.tensor_type.shape.dim[1].dim_value
     ibin = pick(icdf, node("Mul", [u_iat, total(icdf, "iat_total")], "iat_target"), n_bins - 1, "iat_bin")

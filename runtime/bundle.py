@@ -147,7 +147,8 @@ class OrtEngine:
         self.samples = "uniform" in self.input_names
         shape = next(i.shape for i in self.session.get_inputs() if i.name.startswith("past_"))  # (B, heads, P, dim)
         self.heads, self.head_dim = int(shape[1]), int(shape[3])
-        self.vocab = int(self.session.get_outputs()[0].shape[1])
+        # the token head may be padded past the tokenizer's vocabulary (export/onnx.py pad_vocab); the bias is not
+        self.vocab = int(next(i.shape[0] for i in self.session.get_inputs() if i.name == "bias"))
 
     def empty_past(self, batch: int) -> OrtPast:
         z = np.zeros((batch, self.heads, 0, self.head_dim), dtype=np.float32)
@@ -175,7 +176,7 @@ class OrtEngine:
 
     def __call__(self, tokens: np.ndarray, iats: np.ndarray, past: Any) -> tuple[np.ndarray, np.ndarray, OrtPast]:
         out = self._run(tokens, iats, past)
-        return out["logits"].numpy(), out["iat_logits"].numpy(), self._present(out)
+        return out["logits"].numpy()[:, : self.vocab], out["iat_logits"].numpy(), self._present(out)
 
     def sample_step(self, tokens: np.ndarray, iats: np.ndarray, past: Any, u: np.ndarray, temperature: float,
                     bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, OrtPast]:

@@ -14,7 +14,8 @@ def torch_step(model: Transformer) -> StepFn:
 
     @torch.inference_mode()
     def step(tokens: np.ndarray, iats: np.ndarray, past):
-        logits, iat_logits, present = model(torch.from_numpy(tokens).to(device), torch.from_numpy(iats).to(device), past)
+        x, bins = torch.from_numpy(tokens).to(device), torch.from_numpy(iats).to(device)
+        logits, iat_logits, present = model(x, bins, past, last_only=True)
         return logits[:, -1].float().cpu().numpy(), iat_logits[:, -1].float().cpu().numpy(), present
 
     return step

@@ -131,9 +131,12 @@ class Transformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(
-        self, tokens: torch.Tensor, iats: torch.Tensor, past: list[KV] | None = None
+        self, tokens: torch.Tensor, iats: torch.Tensor, past: list[KV] | None = None, last_only: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, list[KV]]:
-        """tokens, iats: (batch, t) -> next-token logits (batch, t, vocab), next-iat logits (batch, t, bins), cache."""
+        """tokens, iats: (batch, t) -> next-token logits (batch, t, vocab), next-iat logits (batch, t, bins), cache.
+
+        last_only: the heads see the last position only, (batch, 1, ...): all that generation samples from.
+        """
         t = tokens.shape[1]
         start = 0 if past is None else past[0][0].shape[2]
         cos, sin = self.rope_cos[start : start + t], self.rope_sin[start : start + t]
@@ -142,5 +145,7 @@ class Transformer(nn.Module):
         for i, layer in enumerate(self.layers):
             x, kv = layer(x, cos, sin, None if past is None else past[i])
             present.append(kv)
+        if last_only:
+            x = x[:, -1:]
         x = self.norm(x)
         return F.linear(x, self.tok_emb.weight), self.iat_head(x), present
