@@ -7,9 +7,10 @@
       manifest.json   {"format": ..., "files": {name: sha256}} over every other file
 
 `load_bundle` checks every hash before anything is loaded and returns a step function for runtime/sampler.py plus
-the Tokenizer. The key/value cache stays in ONNX Runtime's own buffers (OrtValues, on the GPU under CUDA) and is fed
-back through IOBinding. A bundle's graph also samples (export/onnx.py `add_sampler`): `sample_step` returns the next
-ids, and only those leave the engine; `__call__` returns the last position's logits for other sampling settings.
+the Tokenizer. The key/value cache goes in and out as numpy arrays on the CPU; on a GPU it stays in ONNX Runtime's
+device buffers (OrtValues) and is fed back through an IOBinding. A bundle's graph also samples (export/onnx.py
+`add_sampler`): `sample_step` returns the next ids, and only those leave the engine; `__call__` returns the last
+position's logits for other sampling settings.
 """
 
 from __future__ import annotations
@@ -113,8 +114,8 @@ def ort_providers(provider: str = "auto") -> list:
 
 
 class OrtPast:
-    """The key/value cache as ONNX Runtime values, wherever the graph ran. `past[rows]` keeps those batch rows (the
-    sampler drops finished flows); on a GPU that round-trips through the host, which the sampler does rarely."""
+    """The key/value cache as ONNX Runtime values on a GPU. `past[rows]` keeps those batch rows (the sampler drops
+    finished flows); that round-trips through the host, which the sampler does rarely."""
 
     def __init__(self, values: list, device: str) -> None:
         self.values, self.device = values, device
@@ -127,7 +128,10 @@ class OrtPast:
 
 
 class OrtEngine:
-    """The step function over an ONNX Runtime session: `engine(tokens, iats, past) -> (logits, iat_logits, present)`."""
+    """The step function over an ONNX Runtime session: `engine(tokens, iats, past) -> (logits, iat_logits, present)`,
+    and `sample_step` through the graph's own sampler (every bundle graph has one)."""
+
+    samples = True
 
     def __init__(self, model_path: str | Path, provider: str = "auto", threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -141,52 +145,58 @@ class OrtEngine:
         self.session = ort.InferenceSession(str(model_path), so, providers=ort_providers(provider))
         self.provider = self.session.get_providers()[0]
         self.device = "cpu" if self.provider == "CPUExecutionProvider" else "cuda"
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        self._past_names = [n for n in self.input_names if n.startswith("past_")]
-        self.samples = "uniform" in self.input_names
+        self._past_names = [i.name for i in self.session.get_inputs() if i.name.startswith("past_")]
+        self._present_names = [n.replace("past_", "present_", 1) for n in self._past_names]
         shape = next(i.shape for i in self.session.get_inputs() if i.name.startswith("past_"))  # (B, heads, P, dim)
         self.heads, self.head_dim = int(shape[1]), int(shape[3])
         # the token head may be padded past the tokenizer's vocabulary (export/onnx.py pad_vocab); the bias is not
         self.vocab = int(next(i.shape[0] for i in self.session.get_inputs() if i.name == "bias"))
 
-    def empty_past(self, batch: int) -> OrtPast:
-        z = np.zeros((batch, self.heads, 0, self.head_dim), dtype=np.float32)
-        return OrtPast([self._ort.OrtValue.ortvalue_from_numpy(z, self.device, 0) for _ in self._past_names],
-                       self.device)
-
-    def _run(self, tokens: np.ndarray, iats: np.ndarray, past: Any, u: np.ndarray | None = None,
-             temperature: float = 1.0, bias: np.ndarray | None = None) -> dict:
+    def _run(self, wanted: list[str], tokens: np.ndarray, iats: np.ndarray, past: Any, u: np.ndarray | None = None,
+             temperature: float = 1.0, bias: np.ndarray | None = None) -> tuple[list[np.ndarray], Any]:
+        """(the outputs `wanted`, as numpy arrays; the present cache)."""
         b = tokens.shape[0]
+        feeds = {"tokens": np.ascontiguousarray(tokens, dtype=np.int64),
+                 "iats": np.ascontiguousarray(iats, dtype=np.int64),
+                 # when only the logits are wanted the sampler still runs (ONNX Runtime runs every node): any valid
+                 # inputs do
+                 "uniform": np.zeros((b, 2), np.float32) if u is None else np.ascontiguousarray(u, dtype=np.float32),
+                 "temperature": np.array(temperature, np.float32),
+                 "bias": np.zeros(self.vocab, np.float32) if bias is None else bias}
+        empty = (b, self.heads, 0, self.head_dim)
+        if self.device == "cpu":
+            # ONNX Runtime reads numpy inputs in place and hands back fresh arrays, so an IOBinding would save no copy
+            # here, and its ~25 binding calls per step cost ~100 us of Python at batch 1 (a quarter of a step).
+            if past is None:
+                past = [np.zeros(empty, np.float32)] * len(self._past_names)
+            out = self.session.run(wanted + self._present_names, {**feeds, **dict(zip(self._past_names, past))})
+            return out[: len(wanted)], out[len(wanted) :]
+        # On a GPU the cache stays in ONNX Runtime's device buffers (OrtValues) and is fed back through an IOBinding.
         if past is None:
-            past = self.empty_past(b)
+            past = OrtPast([self._ort.OrtValue.ortvalue_from_numpy(np.zeros(empty, np.float32), self.device, 0)
+                            for _ in self._past_names], self.device)
         io = self.session.io_binding()
-        io.bind_cpu_input("tokens", np.ascontiguousarray(tokens, dtype=np.int64))
-        io.bind_cpu_input("iats", np.ascontiguousarray(iats, dtype=np.int64))
+        for name, value in feeds.items():
+            io.bind_cpu_input(name, value)
         for name, value in zip(self._past_names, past.values):
             io.bind_ortvalue_input(name, value)
-        if self.samples:  # logits wanted: the sampler's outputs are computed anyway, from any valid uniforms
-            io.bind_cpu_input("uniform", np.zeros((b, 2), np.float32) if u is None else u)
-            io.bind_cpu_input("temperature", np.array(temperature, np.float32))
-            io.bind_cpu_input("bias", np.zeros(self.vocab, np.float32) if bias is None else bias)
-        for name in self.output_names:
-            io.bind_output(name, self.device)  # ORT allocates; the present stays where the graph ran
+        for name in wanted + self._present_names:
+            io.bind_output(name, self.device)
         self.session.run_with_iobinding(io)
-        return dict(zip(self.output_names, io.get_outputs()))
+        out = io.get_outputs()
+        return [v.numpy() for v in out[: len(wanted)]], OrtPast(out[len(wanted) :], self.device)
 
-    def __call__(self, tokens: np.ndarray, iats: np.ndarray, past: Any) -> tuple[np.ndarray, np.ndarray, OrtPast]:
-        out = self._run(tokens, iats, past)
-        return out["logits"].numpy()[:, : self.vocab], out["iat_logits"].numpy(), self._present(out)
+    def __call__(self, tokens: np.ndarray, iats: np.ndarray, past: Any) -> tuple[np.ndarray, np.ndarray, Any]:
+        (logits, iat_logits), present = self._run(["logits", "iat_logits"], tokens, iats, past)
+        return logits[:, : self.vocab], iat_logits, present
 
     def sample_step(self, tokens: np.ndarray, iats: np.ndarray, past: Any, u: np.ndarray, temperature: float,
-                    bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, OrtPast]:
+                    bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
         """One step and the in-graph draw: (next token ids, next iat bins, present), as runtime/sampler.py's `sample`
         would pick them from this step's logits with the uniforms `u` (batch, 2)."""
-        out = self._run(tokens, iats, past, u, max(temperature, 1e-6), bias)
-        return out["next_token"].numpy(), out["next_iat"].numpy(), self._present(out)
-
-    def _present(self, out: dict) -> OrtPast:
-        return OrtPast([out[n.replace("past_", "present_", 1)] for n in self._past_names], self.device)
+        (ids, bins), present = self._run(["next_token", "next_iat"], tokens, iats, past, u, max(temperature, 1e-6),
+                                         bias)
+        return ids, bins, present
 
 
 def load_bundle(path: str | Path, provider: str = "auto", threads: int | None = None) -> tuple[Any, Tokenizer]:
