@@ -301,7 +301,8 @@ def _write_json(path, rep) -> None:
 @click.argument("path", metavar="RUN_OR_BUNDLE", type=click.Path(exists=True, file_okay=False))
 @click.option("--batch-sizes", default="1,64,1024", show_default=True)
 @click.option("--flows-b1", default=200, show_default=True, help="Flows generated one at a time at batch 1.")
-@click.option("--batches", "n_batches", default=3, show_default=True, help="Batches timed at each batch size > 1.")
+@click.option("--batches", "n_batches", default=3, show_default=True,
+              help="Interleaved rounds; each times one batch of every variant at each batch size > 1.")
 @click.option("--length", default=10, show_default=True, help="Packets per flow.")
 @click.option("--no-peer", is_flag=True, help="Skip the Hugging Face LlamaForCausalLM comparison.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False))

@@ -1,7 +1,8 @@
 """`ntg-edge bench speed`: flows per second of every engine variant, and the same weights in a peer's stack.
 
 Each variant generates fixed-length flows (10 packets = 10 decode steps after the one-token class prompt) through the
-shared numpy sampler (runtime/sampler.py) at batch 1, 64 and 1024. Reported per variant and batch: ms per flow,
+shared numpy sampler (runtime/sampler.py) at batch 1, 64 and 1024, all variants in interleaved rounds (`run_speed`
+says why). Reported per variant and batch: ms per flow,
 flows/s, the share of wall time spent inside the engine's step (the rest is the numpy sampler and Python; the ONNX
 bundles sample inside their graph, so for them it includes sampling), and weight bandwidth as gpt-fast reports it
 (bytes on disk x forward steps / s; a step reads every weight once, whatever the batch, so it is only meaningful at
@@ -30,6 +31,7 @@ from .variants import ALL, Variant
 
 BATCHES = (1, 64, 1024)
 LENGTH = 10
+PEER = "peer HF llama fp32"
 TARGETS = {"onnx_int8_flows_s_b1024": 5000.0, "ms_per_flow_b1": 1.5, "int8_bundle_mb": 2.0}
 
 
@@ -96,11 +98,8 @@ class Timed:
 
 def time_generation(step, tok: Tokenizer, batch: int, n_flows: int, length: int = LENGTH, seed: int = 0,
                     bar=None) -> dict:
+    """Seconds to generate `n_flows` fixed-length flows at `batch` (the engine already warm), and those inside it."""
     timed = Timed(step)
-
-    # warm-up: one small batch (session/graph initialisation, allocator)
-    for _ in generate(step, tok, _counts(tok, min(batch, 8)), Sampling(), batch, seed + 1, length):
-        pass
     n = 0
     t0 = time.perf_counter()
     for flows in generate(timed, tok, _counts(tok, n_flows), Sampling(), batch, seed, length):
@@ -108,9 +107,13 @@ def time_generation(step, tok: Tokenizer, batch: int, n_flows: int, length: int 
         assert all(len(f.pl) == length for f in flows)
         if bar is not None:
             bar.update(len(flows))
-    wall = time.perf_counter() - t0
-    return {"batch": batch, "flows": n, "seconds": wall, "ms_per_flow": 1e3 * wall / n, "flows_s": n / wall,
-            "engine_share": timed.seconds / wall, "steps_s": length * -(-n // batch) / wall}
+    return {"flows": n, "seconds": time.perf_counter() - t0, "engine_seconds": timed.seconds}
+
+
+def warm_up(step, tok: Tokenizer, batch: int, length: int = LENGTH) -> None:
+    """One full batch: session/graph initialisation, the allocator's high-water mark (which PeakMemory records)."""
+    for _ in generate(step, tok, _counts(tok, batch), Sampling(), batch, 10**6, length):
+        pass
 
 
 # -- the peer: Hugging Face LlamaForCausalLM -------------------------------------------------------------------------
@@ -162,50 +165,59 @@ def hf_mapping_error(model, hf, tok: Tokenizer) -> float:
     return float((ours - theirs).abs().max())
 
 
-def time_hf(hf, tok: Tokenizer, n_flows: int, length: int = LENGTH, seed: int = 0, bar=None) -> dict:
-    import torch
+class HfStep:
+    """The peer as a timed engine: `time_generation`'s contract over `LlamaForCausalLM.generate()`, batch 1."""
 
-    kw = dict(max_new_tokens=length, min_new_tokens=length, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
-              pad_token_id=PAD, eos_token_id=EOS)
-    ids = [torch.tensor([[tok.class_token(c)]]) for c in tok.classes]
-    torch.manual_seed(seed)
-    with torch.inference_mode():
-        hf.generate(input_ids=ids[0], **kw)  # warm-up
-        t0 = time.perf_counter()
-        for i in range(n_flows):
-            out = hf.generate(input_ids=ids[i % len(ids)], **kw)
-            assert out.shape[1] == 1 + length
-            if bar is not None:
-                bar.update(1)
-        wall = time.perf_counter() - t0
-    return {"batch": 1, "flows": n_flows, "seconds": wall, "ms_per_flow": 1e3 * wall / n_flows,
-            "flows_s": n_flows / wall, "engine_share": 1.0, "steps_s": length * n_flows / wall}
+    def __init__(self, hf, tok: Tokenizer, length: int = LENGTH) -> None:
+        import torch
+
+        self.hf, self.torch = hf, torch
+        self.ids = [torch.tensor([[tok.class_token(c)]]) for c in tok.classes]
+        self.kw = dict(max_new_tokens=length, min_new_tokens=length, do_sample=True, top_k=0, top_p=1.0,
+                       temperature=1.0, pad_token_id=PAD, eos_token_id=EOS)
+        self.length = length
+
+    def time(self, n_flows: int, seed: int = 0, bar=None) -> dict:
+        self.torch.manual_seed(seed)
+        with self.torch.inference_mode():
+            t0 = time.perf_counter()
+            for i in range(n_flows):
+                out = self.hf.generate(input_ids=self.ids[i % len(self.ids)], **self.kw)
+                assert out.shape[1] == 1 + self.length
+                if bar is not None:
+                    bar.update(1)
+            wall = time.perf_counter() - t0
+        return {"flows": n_flows, "seconds": wall, "engine_seconds": wall}
 
 
 # -- the bench ------------------------------------------------------------------------------------------------------------
 def run_speed(path: str | Path, workdir: str | Path, batches=BATCHES, flows_b1: int = 200, n_batches: int = 3,
               length: int = LENGTH, peer: bool = True, wanted: tuple[str, ...] = ALL, log=print) -> dict:
+    """Every variant at every batch size, timed in `n_batches` interleaved rounds.
+
+    This machine's speed drifts by up to 1.7x within an hour, so timing one variant after another compared the hour
+    as much as the engines (the int8 bundle once measured slower than fp32 at batch 1 that way, and 1.3x faster
+    interleaved). Each round times every (batch size, variant) once, side by side: batch 1 gets flows_b1 / n_batches
+    flows per round, a larger batch size one batch. Peak memory is taken while each variant opens and runs one warm-up
+    batch of every size, before any timing.
+    """
     from tqdm import tqdm
 
     from .variants import build_variants, is_run
 
     variants: list[Variant] = build_variants(path, workdir, wanted, log=log)
-    rows, meta = [], {"length": length, "memory": None, "threads": os.cpu_count()}
+    rows, timers, meta = {}, [], {"length": length, "memory": None, "threads": os.cpu_count(), "rounds": n_batches}
     for v in variants:
         with PeakMemory() as mem:
             step, tok = v.open()
             for b in batches:
-                n = flows_b1 if b == 1 else b * n_batches
-                with tqdm(total=n, desc=f"{v.name} b{b}", unit="flow", leave=False) as bar:
-                    r = time_generation(step, tok, b, n, length, bar=bar)
-                rows.append({"variant": v.name, "size_bytes": v.size_bytes, **r,
-                             "gb_s": v.size_bytes * r["steps_s"] / 1e9})
-            del step
+                warm_up(step, tok, b, length)
         meta["memory"] = mem.method
-        for r in rows:
-            if r["variant"] == v.name:
-                r["peak_mb"] = mem.peak_mb
-    if peer and is_run(path):
+        for b in batches:
+            rows[v.name, b] = {"variant": v.name, "size_bytes": v.size_bytes, "batch": b, "peak_mb": mem.peak_mb}
+            timers.append((v.name, b, lambda n, seed, bar, step=step, tok=tok, b=b:
+                           time_generation(step, tok, b, n, length, seed, bar)))
+    if peer and 1 in batches and is_run(path):
         from ..train.checkpoint import load_run, read_config
 
         if "quantization" in read_config(path):
@@ -215,11 +227,31 @@ def run_speed(path: str | Path, workdir: str | Path, batches=BATCHES, flows_b1: 
             with PeakMemory() as mem:
                 hf = hf_llama(model)
                 meta["hf_mapping_max_abs_err"] = hf_mapping_error(model, hf, tok)
-                with tqdm(total=flows_b1, desc="HF LlamaForCausalLM b1", unit="flow", leave=False) as bar:
-                    r = time_hf(hf, tok, flows_b1, length, bar=bar)
+                peer_step = HfStep(hf, tok, length)
+                peer_step.time(1)  # warm-up
             size = sum(p.numel() * p.element_size() for p in hf.parameters())
-            rows.append({"variant": "peer HF llama fp32", "size_bytes": size, **r, "gb_s": size * r["steps_s"] / 1e9,
-                         "peak_mb": mem.peak_mb})
+            rows[PEER, 1] = {"variant": PEER, "size_bytes": size, "batch": 1, "peak_mb": mem.peak_mb}
+            timers.append((PEER, 1, lambda n, seed, bar: peer_step.time(n, seed, bar)))
+
+    def per_round(b: int) -> int:
+        return max(1, flows_b1 // n_batches) if b == 1 else b
+
+    total = n_batches * sum(per_round(b) for _, b, _ in timers)
+    with tqdm(total=total, desc="bench speed", unit="flow", leave=False) as bar:
+        for r in range(n_batches):
+            for b in batches:  # the variants of one batch size side by side in time
+                for name, tb, timer in timers:
+                    if tb == b:
+                        got = timer(per_round(b), r, bar)
+                        row = rows[name, b]
+                        for k in ("flows", "seconds", "engine_seconds"):
+                            row[k] = row.get(k, 0) + got[k]
+    for row in rows.values():
+        steps = length * -(-row["flows"] // row["batch"])
+        row.update(ms_per_flow=1e3 * row["seconds"] / row["flows"], flows_s=row["flows"] / row["seconds"],
+                   engine_share=row.pop("engine_seconds") / row["seconds"], steps_s=steps / row["seconds"])
+        row["gb_s"] = row["size_bytes"] * row["steps_s"] / 1e9
+    rows = list(rows.values())
     return {"rows": rows, "meta": meta, "targets": check_targets(rows)}
 
 
@@ -256,7 +288,7 @@ def format_speed(rep: dict) -> str:
         lines.append(f"{r['variant']:<22}{r['size_bytes'] / 1e6:>9.2f}{r['batch']:>7}{r['flows']:>7}"
                      f"{r['ms_per_flow']:>10.3f}{r['flows_s']:>11,.0f}{100 * r['engine_share']:>8.0f}%{gb:>8}"
                      f"{r.get('peak_mb', float('nan')):>8.0f}")
-    peer = _row(rows, "peer HF llama fp32", 1)
+    peer = _row(rows, PEER, 1)
     if peer:
         lines.append("")
         lines.append(f"peer = HF LlamaForCausalLM.generate(), batch 1, token sequences only (no iat stream); "

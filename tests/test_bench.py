@@ -15,15 +15,15 @@ from ntg_edge.train.checkpoint import load_run
 
 def test_bench_speed_table(tiny_run, tmp_path):
     js = tmp_path / "speed.json"
-    res = CliRunner().invoke(main, ["bench", "speed", str(tiny_run), "--batch-sizes", "1,16", "--flows-b1", "3",
-                                    "--batches", "1", "--length", "4", "--json", str(js)])
+    res = CliRunner().invoke(main, ["bench", "speed", str(tiny_run), "--batch-sizes", "1,16", "--flows-b1", "4",
+                                    "--batches", "2", "--length", "4", "--json", str(js)])
     assert res.exit_code == 0, res.output
     rep = json.loads(js.read_text())
     names = {r["variant"] for r in rep["rows"]}
     assert {"torch fp32", "torchao int8-wo", "torchao int8-da", "peer HF llama fp32"} <= names
     assert {"onnx fp32", "onnx int8"} <= names, res.output
-    for r in rep["rows"]:
-        assert r["flows"] > 0 and r["flows_s"] > 0 and r["size_bytes"] > 0
+    for r in rep["rows"]:  # 2 interleaved rounds: 2 flows at batch 1, one batch of 16 at batch 16, each
+        assert r["flows"] == (4 if r["batch"] == 1 else 32) and r["flows_s"] > 0 and r["size_bytes"] > 0
     assert rep["meta"]["hf_mapping_max_abs_err"] < 1e-4  # our weights really are the peer's weights
     for word in ("ms/flow", "flows/s", "ours/peer", "target:"):
         assert word in res.output
