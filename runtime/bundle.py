@@ -188,7 +188,7 @@ class OrtEngine:
 
     def __call__(self, tokens: np.ndarray, iats: np.ndarray, past: Any) -> tuple[np.ndarray, np.ndarray, Any]:
         (logits, iat_logits), present = self._run(["logits", "iat_logits"], tokens, iats, past)
-        return logits[:, : self.vocab], iat_logits, present
+        return logits[:, 0, : self.vocab], iat_logits[:, 0], present
 
     def sample_step(self, tokens: np.ndarray, iats: np.ndarray, past: Any, u: np.ndarray, temperature: float,
                     bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:

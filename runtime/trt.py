@@ -67,4 +67,4 @@ class TrtEngine:
         if not self.context.execute_async_v3(0):
             raise RuntimeError("TensorRT execution failed")
         present = OrtPast([outs[n] for n in self.present_names], "cuda")
-        return outs["logits"].numpy(), outs["iat_logits"].numpy(), present
+        return outs["logits"].numpy()[:, 0], outs["iat_logits"].numpy()[:, 0], present  # (B, 1, V) -> (B, V)
