@@ -133,6 +133,8 @@ def export_onnx(model: Transformer, path: str | Path, opset: int = OPSET, last_o
         # the exporter's notes on axis renaming and pytree deprecations: noise for this fixed, tested graph
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        # and its registry's "torchvision is not installed. Skipping torchvision::nms" (we use no torchvision op)
+        logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
         prog = torch.onnx.export(
             wrapper, example_inputs(model), dynamo=True, opset_version=opset, input_names=inputs,
             output_names=outputs, dynamic_shapes=shapes, external_data=False, optimize=True, verbose=False,
