@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import resource
+from functools import partial
 import time
 from pathlib import Path
 
@@ -165,8 +166,8 @@ def hf_mapping_error(model, hf, tok: Tokenizer) -> float:
     return float((ours - theirs).abs().max())
 
 
-class HfStep:
-    """The peer as a timed engine: `time_generation`'s contract over `LlamaForCausalLM.generate()`, batch 1."""
+class HfPeer:
+    """The peer's generation timed like ours (`time_generation`): `LlamaForCausalLM.generate()` at batch 1."""
 
     def __init__(self, hf, tok: Tokenizer, length: int = LENGTH) -> None:
         import torch
@@ -206,7 +207,8 @@ def run_speed(path: str | Path, workdir: str | Path, batches=BATCHES, flows_b1: 
     from .variants import build_variants, is_run
 
     variants: list[Variant] = build_variants(path, workdir, wanted, log=log)
-    rows, timers, meta = {}, [], {"length": length, "memory": None, "threads": os.cpu_count(), "rounds": n_batches}
+    rows, meta = {}, {"length": length, "memory": None, "threads": os.cpu_count(), "rounds": n_batches}
+    timers: dict[int, list] = {b: [] for b in batches}  # batch size -> [(variant, timer(n, seed, bar))]
     for v in variants:
         with PeakMemory() as mem:
             step, tok = v.open()
@@ -215,8 +217,7 @@ def run_speed(path: str | Path, workdir: str | Path, batches=BATCHES, flows_b1: 
         meta["memory"] = mem.method
         for b in batches:
             rows[v.name, b] = {"variant": v.name, "size_bytes": v.size_bytes, "batch": b, "peak_mb": mem.peak_mb}
-            timers.append((v.name, b, lambda n, seed, bar, step=step, tok=tok, b=b:
-                           time_generation(step, tok, b, n, length, seed, bar)))
+            timers[b].append((v.name, partial(time_generation, step, tok, b, length=length)))
     if peer and 1 in batches and is_run(path):
         from ..train.checkpoint import load_run, read_config
 
@@ -227,25 +228,24 @@ def run_speed(path: str | Path, workdir: str | Path, batches=BATCHES, flows_b1: 
             with PeakMemory() as mem:
                 hf = hf_llama(model)
                 meta["hf_mapping_max_abs_err"] = hf_mapping_error(model, hf, tok)
-                peer_step = HfStep(hf, tok, length)
-                peer_step.time(1)  # warm-up
+                hf_peer = HfPeer(hf, tok, length)
+                hf_peer.time(1)  # warm-up
             size = sum(p.numel() * p.element_size() for p in hf.parameters())
             rows[PEER, 1] = {"variant": PEER, "size_bytes": size, "batch": 1, "peak_mb": mem.peak_mb}
-            timers.append((PEER, 1, lambda n, seed, bar: peer_step.time(n, seed, bar)))
+            timers[1].append((PEER, hf_peer.time))
 
     def per_round(b: int) -> int:
         return max(1, flows_b1 // n_batches) if b == 1 else b
 
-    total = n_batches * sum(per_round(b) for _, b, _ in timers)
+    total = n_batches * sum(per_round(b) * len(t) for b, t in timers.items())
     with tqdm(total=total, desc="bench speed", unit="flow", leave=False) as bar:
         for r in range(n_batches):
             for b in batches:  # the variants of one batch size side by side in time
-                for name, tb, timer in timers:
-                    if tb == b:
-                        got = timer(per_round(b), r, bar)
-                        row = rows[name, b]
-                        for k in ("flows", "seconds", "engine_seconds"):
-                            row[k] = row.get(k, 0) + got[k]
+                for name, timer in timers[b]:
+                    got = timer(per_round(b), seed=r, bar=bar)
+                    row = rows[name, b]
+                    for k in ("flows", "seconds", "engine_seconds"):
+                        row[k] = row.get(k, 0) + got[k]
     for row in rows.values():
         steps = length * -(-row["flows"] // row["batch"])
         row.update(ms_per_flow=1e3 * row["seconds"] / row["flows"], flows_s=row["flows"] / row["seconds"],
