@@ -145,12 +145,13 @@ class OrtEngine:
         self.session = ort.InferenceSession(str(model_path), so, providers=ort_providers(provider))
         self.provider = self.session.get_providers()[0]
         self.device = "cpu" if self.provider == "CPUExecutionProvider" else "cuda"
-        self._past_names = [i.name for i in self.session.get_inputs() if i.name.startswith("past_")]
+        shapes = {i.name: i.shape for i in self.session.get_inputs()}
+        self._past_names = [n for n in shapes if n.startswith("past_")]
         self._present_names = [n.replace("past_", "present_", 1) for n in self._past_names]
-        shape = next(i.shape for i in self.session.get_inputs() if i.name.startswith("past_"))  # (B, heads, P, dim)
-        self.heads, self.head_dim = int(shape[1]), int(shape[3])
+        _, heads, _, head_dim = shapes[self._past_names[0]]  # (B, heads, P, head_dim)
+        self.heads, self.head_dim = int(heads), int(head_dim)
         # the token head may be padded past the tokenizer's vocabulary (export/onnx.py pad_vocab); the bias is not
-        self.vocab = int(next(i.shape[0] for i in self.session.get_inputs() if i.name == "bias"))
+        self.vocab = int(shapes["bias"][0])
 
     def _run(self, wanted: list[str], tokens: np.ndarray, iats: np.ndarray, past: Any, u: np.ndarray | None = None,
              temperature: float = 1.0, bias: np.ndarray | None = None) -> tuple[list[np.ndarray], Any]:
@@ -158,8 +159,7 @@ class OrtEngine:
         b = tokens.shape[0]
         feeds = {"tokens": np.ascontiguousarray(tokens, dtype=np.int64),
                  "iats": np.ascontiguousarray(iats, dtype=np.int64),
-                 # when only the logits are wanted the sampler still runs (ONNX Runtime runs every node): any valid
-                 # inputs do
+                 # wanting only the logits, the sampler still runs (ORT runs every node): any valid inputs do
                  "uniform": np.zeros((b, 2), np.float32) if u is None else np.ascontiguousarray(u, dtype=np.float32),
                  "temperature": np.array(temperature, np.float32),
                  "bias": np.zeros(self.vocab, np.float32) if bias is None else bias}
