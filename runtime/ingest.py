@@ -266,8 +266,8 @@ def _collect(capture: Capture, file: str, report: IngestReport, label: Labeller,
     report.packets += capture.records - sum(capture.skipped.values())
     report.skipped.update(capture.skipped)
     report.flows += len(flows)
-    if capture.error:
-        report.warnings.append(f"{capture.name}: {capture.error} (kept the packets before it)")
+    if capture.error:  # the error says what was kept and what was lost
+        report.warnings.append(f"{capture.name}: {capture.error}")
         warn(report.warnings[-1])
     return flows
 
