@@ -35,6 +35,8 @@ import torch
 from onnx import helper, numpy_helper
 from torch import nn
 
+from ..runtime.engine import (BIAS, IAT_LOGITS, IATS, LOGITS, NEXT_IAT, NEXT_TOKEN, STATE_IN, TEMPERATURE, TOKENS,
+                              UNIFORM, state_output)
 from ..train.model import KV, Attention, Transformer, causal_mask
 
 OPSET = 23
@@ -42,9 +44,8 @@ SAMPLER_GROUP = 64  # ids per group of the in-graph sampler (add_sampler); the t
 
 
 def io_names(n_layers: int) -> tuple[list[str], list[str]]:
-    past = [f"past_{kv}_{i}" for i in range(n_layers) for kv in ("key", "value")]
-    present = [f"present_{kv}_{i}" for i in range(n_layers) for kv in ("key", "value")]
-    return ["tokens", "iats", *past], ["logits", "iat_logits", *present]
+    past = [f"{STATE_IN}{kv}_{i}" for i in range(n_layers) for kv in ("key", "value")]
+    return [TOKENS, IATS, *past], [LOGITS, IAT_LOGITS, *map(state_output, past)]
 
 
 class OnnxAttention(nn.Module):
@@ -127,7 +128,7 @@ def export_onnx(model: Transformer, path: str | Path, opset: int = OPSET, last_o
     # P + T <= block_size (the rope table's length); the bounds let the exporter prove the slice in range.
     seq = torch.export.Dim("seq", min=1, max=max_len)
     past = torch.export.Dim("past", min=0, max=max_len - 1)
-    shapes = {"tokens": {0: batch, 1: seq}, "iats": {0: batch, 1: seq},
+    shapes = {"tokens": {0: batch, 1: seq}, "iats": {0: batch, 1: seq},  # StepGraph.forward's arguments
               "past": tuple({0: batch, 2: past} for _ in range(2 * model.cfg.n_layers))}
     with torch.no_grad(), warnings.catch_warnings():
         # the exporter's notes on axis renaming and pytree deprecations: noise for this fixed, tested graph
@@ -217,7 +218,7 @@ def add_sampler(model: onnx.ModelProto, vocab: int, group: int = SAMPLER_GROUP) 
     """
     g = model.graph
     out_shape = {o.name: o for o in g.output}
-    padded = out_shape["logits"].type.tensor_type.shape.dim[2].dim_value
+    padded = out_shape[LOGITS].type.tensor_type.shape.dim[2].dim_value
     if padded % group or not 0 <= padded - vocab < group:
         raise ValueError(f"token head of {padded} ids: expected the {vocab}-id vocabulary padded to a multiple of "
                          f"{group} (export/onnx.py pad_vocab)")
@@ -246,13 +247,13 @@ def add_sampler(model: onnx.ModelProto, vocab: int, group: int = SAMPLER_GROUP) 
     hidden = norm.output[0]
     for n in g.node:
         n.input[:] = [f"{hidden}_scaled" if i == hidden else i for i in n.input]
-    scale = helper.make_node("Div", [hidden, "temperature"], [f"{hidden}_scaled"], name="sampler_temperature")
+    scale = helper.make_node("Div", [hidden, TEMPERATURE], [f"{hidden}_scaled"], name="sampler_temperature")
     g.node.insert(list(g.node).index(norm) + 1, scale)
-    u_tok = node("Slice", ["uniform", const("zero", [0]), const("one", [1]), const("axis1", [1])], "u_tok")
-    u_iat = node("Slice", ["uniform", const("one", [1]), const("two", [2]), const("axis1", [1])], "u_iat")
+    u_tok = node("Slice", [UNIFORM, const("zero", [0]), const("one", [1]), const("axis1", [1])], "u_tok")
+    u_iat = node("Slice", [UNIFORM, const("one", [1]), const("two", [2]), const("axis1", [1])], "u_iat")
 
-    logits = node("Squeeze", ["logits", const("axis1", [1])], "logits")  # (B, V): not a graph output, so no copy
-    bias = node("Concat", ["bias", const("pad_bias", np.full(padded - vocab, -np.inf, np.float32))], "bias", axis=0)
+    logits = node("Squeeze", [LOGITS, const("axis1", [1])], "logits")  # (B, V): not a graph output, so no copy
+    bias = node("Concat", [BIAS, const("pad_bias", np.full(padded - vocab, -np.inf, np.float32))], "bias", axis=0)
     p = node("Softmax", [node("Add", [logits, bias], "biased")], "softmax", axis=-1)
     p = node("Reshape", [p, const("grouped", [0, n_groups, group])], "p")
     sums = node("ReduceSum", [p, const("axis2", [2])], "group_sums", keepdims=0)  # (B, G)
@@ -267,20 +268,20 @@ def add_sampler(model: onnx.ModelProto, vocab: int, group: int = SAMPLER_GROUP) 
     token = node("Add", [node("Mul", [grp, const("group_size", np.int64(group))], "base"), idx], "id")
     token = node("Min", [token, const("last_id", np.int64(vocab - 1))], "id_clamped")
 
-    pi = node("Softmax", [node("Squeeze", ["iat_logits", const("axis1", [1])], "iat_logits")], "iat_p", axis=-1)
+    pi = node("Softmax", [node("Squeeze", [IAT_LOGITS, const("axis1", [1])], "iat_logits")], "iat_p", axis=-1)
     icdf = node("CumSum", [pi, const("axis1_scalar", np.int64(1))], "iat_cdf")
-    n_bins = out_shape["iat_logits"].type.tensor_type.shape.dim[2].dim_value
+    n_bins = out_shape[IAT_LOGITS].type.tensor_type.shape.dim[2].dim_value
     ibin = pick(icdf, node("Mul", [u_iat, total(icdf, "iat_total")], "iat_target"), n_bins - 1, "iat_bin")
 
-    g.node.append(helper.make_node("Squeeze", [token, const("axis1", [1])], ["next_token"], name="sampler_next_token"))
-    g.node.append(helper.make_node("Squeeze", [ibin, const("axis1", [1])], ["next_iat"], name="sampler_next_iat"))
+    g.node.append(helper.make_node("Squeeze", [token, const("axis1", [1])], [NEXT_TOKEN], name="sampler_next_token"))
+    g.node.append(helper.make_node("Squeeze", [ibin, const("axis1", [1])], [NEXT_IAT], name="sampler_next_iat"))
     g.initializer.extend(c.values())
     f32 = onnx.TensorProto.FLOAT
-    g.input.extend([helper.make_tensor_value_info("uniform", f32, ["batch", 2]),
-                    helper.make_tensor_value_info("temperature", f32, []),
-                    helper.make_tensor_value_info("bias", f32, [vocab])])
+    g.input.extend([helper.make_tensor_value_info(UNIFORM, f32, ["batch", 2]),
+                    helper.make_tensor_value_info(TEMPERATURE, f32, []),
+                    helper.make_tensor_value_info(BIAS, f32, [vocab])])
     g.output.extend([helper.make_tensor_value_info(n, onnx.TensorProto.INT64, ["batch"])
-                     for n in ("next_token", "next_iat")])
+                     for n in (NEXT_TOKEN, NEXT_IAT)])
     return model
 
 

@@ -1,37 +1,57 @@
-"""Batched flow sampling over any engine's step function (torch, ONNX Runtime, TensorRT): in numpy, or in the graph.
+"""Batched flow sampling over any Engine (runtime/engine.py): in numpy, or inside the engine's graph.
 
-An engine supplies `step(tokens, iats, past) -> (logits, iat_logits, present)`: tokens and iats are (batch, 1) int64,
-logits are the last position's (batch, vocab) and (batch, bins) scores, `past`/`present` is the engine's own opaque
-key/value cache (None at the first step) as a (nested) list/tuple of arrays or tensors with the batch first. Every
-sequence of a batch starts with a one-token prompt (its class token), so all rows advance in lockstep and no padding
-mask is needed; rows that finished are dropped from the batch (and the cache) as they accumulate, since flow lengths
-are heavy-tailed and a batch would otherwise run at full width until its longest flow ends.
+Every sequence of a batch starts with a one-token prompt (its class token), so all rows advance in lockstep and no
+padding mask is needed; rows that finished are dropped from the batch (and from the engine's state) as they
+accumulate, since flow lengths are heavy-tailed and a batch would otherwise run at full width until its longest flow
+ends.
 
 Randomness is one uniform per flow, position and stream (packet, inter-arrival bin), dealt here up front and turned
-into an id by inverse-CDF lookup. An engine that samples inside its own graph (`step.samples` is true and
-`step.sample_step(tokens, iats, past, u, temperature, bias) -> (ids, bins, present)`: the ONNX bundles, see
+into an id by inverse-CDF lookup. An engine that samples inside its own graph (`engine.samples`: the ONNX bundles, see
 export/onnx.py `add_sampler`) receives the same uniforms, so for the same seed and the same logits it picks the same
 ids as `sample` below, and at batch 1024 the logits never leave the engine.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
+from .engine import Engine
 from .flows import Flow
+from .knobs import check, knob
 from .tokenizer import EOS, Tokenizer
-
-StepFn = Callable[[np.ndarray, np.ndarray, Any], tuple[np.ndarray, np.ndarray, Any]]
 
 
 @dataclass(frozen=True)
 class Sampling:
-    temperature: float = 1.0
-    top_k: int = 0  # 0 = off
-    top_p: float = 1.0  # 1.0 = off
+    temperature: float = knob(1.0, "Sampling temperature (1 = the model's distribution).", lo=0, lo_open=True)
+    top_k: int = knob(0, "Keep the k most likely ids (0 = off).", lo=0)
+    top_p: float = knob(1.0, "Keep the smallest set of ids whose mass reaches p (1 = off).", lo=0, hi=1, lo_open=True)
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+def class_counts(classes: Iterable[str], n_per_class: int | None = None, like: Iterable[Flow] | None = None,
+                 scale: float = 1.0) -> dict[str, int]:
+    """How many flows of each class to generate: `n_per_class` of each, or `scale` times the count of each class in
+    `like` (e.g. the real training split; classes absent from it get none). The one rule every command uses."""
+    classes = list(classes)
+    if (n_per_class is None) == (like is None):
+        raise ValueError("give either a count per class or flows whose class counts to reproduce")
+    if like is None:
+        return {c: n_per_class for c in classes}
+    have = Counter(f.label for f in like)
+    return {c: round(have[c] * scale) for c in classes if have[c] and round(have[c] * scale)}
+
+
+def spread(classes: Iterable[str], n: int) -> dict[str, int]:
+    """n flows spread over the classes round-robin (the benchmarks' fixed totals)."""
+    classes = list(classes)
+    return {c: n // len(classes) + (i < n % len(classes)) for i, c in enumerate(classes) if i < n}
 
 
 def sample(logits: np.ndarray, s: Sampling, u: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
@@ -40,7 +60,7 @@ def sample(logits: np.ndarray, s: Sampling, u: np.ndarray, bias: np.ndarray | No
     # float32 and in place on one copy: at batch 1024 this function costs a third of a model step
     z = np.array(logits, dtype=np.float32) if bias is None else np.add(logits, bias, dtype=np.float32)
     if s.temperature != 1.0:
-        z /= max(s.temperature, 1e-6)
+        z /= s.temperature
     if 0 < s.top_k < z.shape[1]:
         kth = np.partition(z, -s.top_k, axis=1)[:, -s.top_k][:, None]
         z[z < kth] = -np.inf
@@ -58,14 +78,8 @@ def sample(logits: np.ndarray, s: Sampling, u: np.ndarray, bias: np.ndarray | No
     return np.minimum((cdf <= u.reshape(-1, 1) * cdf[:, -1:]).sum(axis=1), p.shape[1] - 1)
 
 
-def _take(past: Any, rows: np.ndarray) -> Any:
-    if isinstance(past, (list, tuple)):
-        return type(past)(_take(p, rows) for p in past)
-    return past[rows]
-
-
 def generate_batch(
-    step: StepFn, tok: Tokenizer, labels: list[str], s: Sampling, rng: np.random.Generator, length: int | None = None
+    engine: Engine, tok: Tokenizer, labels: list[str], s: Sampling, rng: np.random.Generator, length: int | None = None
 ) -> list[Flow]:
     """Sample one flow per entry of `labels` in a single batch; `length` forces exactly that many packets."""
     b, n = len(labels), min(length or tok.max_packets, tok.max_packets)
@@ -82,17 +96,17 @@ def generate_batch(
     out_i = np.zeros((b, n), dtype=np.int64)
     live = np.arange(b)  # output rows still generating, in batch order
     done = np.zeros(b, dtype=bool)  # per batch row
-    past = None
-    in_graph = getattr(step, "samples", False) and s.top_k == 0 and s.top_p == 1.0
+    state = None
+    in_graph = engine.samples and s.top_k == 0 and s.top_p == 1.0
     # Each flow's uniforms are fixed by its row and position up front, so a flow that ends earlier in one engine than
     # in another (and so changes which rows are still running) does not re-deal the randomness of every other flow.
     uniforms = rng.random((n, b, 2), dtype=np.float32)
     for pos in range(n):
         u = uniforms[pos, live]
         if in_graph:
-            nxt, nbin, past = step.sample_step(tokens, iats, past, u, s.temperature, ban)
+            nxt, nbin, state = engine.sample_step(tokens, iats, state, u, s.temperature, ban)
         else:
-            logits, iat_logits, past = step(tokens, iats, past)
+            logits, iat_logits, state = engine.step(tokens, iats, state)
             nxt, nbin = sample(logits, s, u[:, 0], ban), sample(iat_logits, s, u[:, 1])
         nxt[done] = EOS
         out_t[live, pos], out_i[live, pos] = nxt, nbin
@@ -101,13 +115,14 @@ def generate_batch(
             break
         if done.sum() * 4 >= len(done):  # compact once a quarter of the batch has finished: copies stay rare
             keep = np.flatnonzero(~done)
-            live, nxt, nbin, past, done = live[keep], nxt[keep], nbin[keep], _take(past, keep), done[keep]
+            live, nxt, nbin, done = live[keep], nxt[keep], nbin[keep], done[keep]
+            state = engine.select(state, keep)
         tokens, iats = nxt[:, None], nbin[:, None]
     return [tok.decode(out_t[r], out_i[r], labels[r]) for r in range(b)]
 
 
 def generate(
-    step: StepFn,
+    engine: Engine,
     tok: Tokenizer,
     counts: dict[str, int],
     sampling: Sampling = Sampling(),
@@ -119,7 +134,11 @@ def generate(
 
     `length` forces every flow to exactly that many packets (fixed-length benchmarks, as in the reference study).
     """
+    if batch_size < 1:
+        raise ValueError(f"batch size: expected >= 1, got {batch_size}")
+    if length is not None and not 1 <= length <= tok.max_packets:
+        raise ValueError(f"length: expected 1 .. {tok.max_packets} packets (the model's horizon), got {length}")
     rng = np.random.default_rng(seed)
     labels = [c for c, n in counts.items() for _ in range(n)]
     for i in range(0, len(labels), batch_size):
-        yield generate_batch(step, tok, labels[i : i + batch_size], sampling, rng, length)
+        yield generate_batch(engine, tok, labels[i : i + batch_size], sampling, rng, length)

@@ -1,29 +1,31 @@
-"""Run a TensorRT engine (a bundle's model.plan) as a sampler step function. No torch.
+"""A TensorRT engine (a bundle's model.plan) as an Engine (runtime/engine.py). No torch.
 
 NOT MEASURED: written against the documented TensorRT 10 Python API (named tensors, set_input_shape,
 set_tensor_address, execute_async_v3); TensorRT cannot be installed on the development machines. Device memory comes
-from onnxruntime-gpu OrtValues (the `gpu` extra already installs it), so no pycuda/cupy dependency. The key/value
-cache stays on the GPU: each step's present buffers are the next step's past.
+from onnxruntime-gpu OrtValues (the `gpu` extra already installs it), so no pycuda/cupy dependency. The state stays
+on the GPU: each step's present buffers are the next step's past. The plan's graph has no sampler: the numpy sampler
+draws from its logits.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 
-from .bundle import OrtPast
+from .engine import IAT_LOGITS, IATS, LOGITS, STATE_IN, TOKENS, State, initial_state_shape, state_output
+from .ort import OrtPast
 
 
 def tensorrt_available() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("tensorrt") is not None
 
 
 class TrtEngine:
+    samples = False
+    provider = "TensorRT"
+
     def __init__(self, plan: str | Path) -> None:
         try:
             import tensorrt as trt
@@ -32,7 +34,6 @@ class TrtEngine:
         import onnxruntime as ort
 
         self._ort = ort
-        self.provider = "TensorRT"
         self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(Path(plan).read_bytes())
         if self.engine is None:
             raise RuntimeError(f"{plan}: TensorRT could not deserialize the engine (other TensorRT version or GPU?)")
@@ -40,21 +41,19 @@ class TrtEngine:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.past_names = [n for n in self.inputs if n.startswith("past_")]
-        self.present_names = [n.replace("past_", "present_", 1) for n in self.past_names]
-        shape = self.engine.get_tensor_shape(self.past_names[0])  # (-1, heads, -1, head_dim)
-        self.heads, self.head_dim = int(shape[1]), int(shape[3])
+        self.state_in = [n for n in self.inputs if n.startswith(STATE_IN)]
+        self.state_out = [state_output(n) for n in self.state_in]
 
     def _dev(self, a: np.ndarray):
         return self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a), "cuda", 0)
 
-    def __call__(self, tokens: np.ndarray, iats: np.ndarray, past):
+    def step(self, tokens: np.ndarray, iats: np.ndarray, state: State) -> tuple[np.ndarray, np.ndarray, State]:
         b = tokens.shape[0]
-        if past is None:
-            empty = np.zeros((b, self.heads, 0, self.head_dim), np.float32)
-            past = OrtPast([self._dev(empty) for _ in self.past_names], "cuda")
-        feeds = {"tokens": self._dev(tokens.astype(np.int64)), "iats": self._dev(iats.astype(np.int64)),
-                 **dict(zip(self.past_names, past.values))}
+        if state is None:
+            state = OrtPast([self._dev(np.zeros(initial_state_shape(list(self.engine.get_tensor_shape(n)), b),
+                                                np.float32)) for n in self.state_in], "cuda")
+        feeds = {TOKENS: self._dev(tokens.astype(np.int64)), IATS: self._dev(iats.astype(np.int64)),
+                 **dict(zip(self.state_in, state.values))}
         for name, value in feeds.items():
             self.context.set_input_shape(name, tuple(value.shape()))
             self.context.set_tensor_address(name, value.data_ptr())
@@ -66,5 +65,11 @@ class TrtEngine:
         # Stream 0 = the legacy default stream, which OrtValue's device->host copies below synchronise with.
         if not self.context.execute_async_v3(0):
             raise RuntimeError("TensorRT execution failed")
-        present = OrtPast([outs[n] for n in self.present_names], "cuda")
-        return outs["logits"].numpy()[:, 0], outs["iat_logits"].numpy()[:, 0], present  # (B, 1, V) -> (B, V)
+        state = OrtPast([outs[n] for n in self.state_out], "cuda")
+        return outs[LOGITS].numpy()[:, 0], outs[IAT_LOGITS].numpy()[:, 0], state  # (B, 1, V) -> (B, V)
+
+    def sample_step(self, *args):
+        raise NotImplementedError("the TensorRT plan has no in-graph sampler (samples = False)")
+
+    def select(self, state: State, rows: np.ndarray) -> State:
+        return state.select(rows)
