@@ -1,4 +1,6 @@
-"""A run directory: `model.safetensors` (weights, no pickle) + `config.yaml` (model, tokenizer and class list)."""
+"""A run directory: `model.safetensors` (weights, no pickle), `config.yaml` (model, tokenizer with the class list,
+training summary) and `manifest.json` (their sha256, checked before loading). A quantized run ("QRUN",
+train/quantize.py) is a run directory too: its config adds `quantization: {scheme, tensors}`."""
 
 from __future__ import annotations
 
@@ -6,36 +8,92 @@ from pathlib import Path
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..runtime.flows import write_atomic
+from ..runtime.manifest import RUN_FORMAT, verify, write_manifest
 from ..runtime.tokenizer import Tokenizer
-from .model import ModelConfig, Transformer
+from .config import ModelConfig
+from .model import Transformer
+from .quantize import flat_state, int8_names, quantize_model, restore_int8
 
 WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
 
 
-def save_run(run: str | Path, model: Transformer, tok: Tokenizer, extra: dict | None = None) -> None:
+def write_run(run: str | Path, state: dict[str, torch.Tensor], cfg: dict, metadata: dict | None = None) -> None:
+    """Weights, config and manifest, each file written atomically; the manifest last, so a run interrupted while
+    writing is refused rather than loaded half-old, half-new."""
     run = Path(run)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    write_atomic(run / WEIGHTS, lambda tmp: save_file(state, tmp))
-    cfg = {"model": model.cfg.to_dict(), "tokenizer": tok.to_dict(), **(extra or {})}
+    write_atomic(run / WEIGHTS, lambda tmp: save_file(state, tmp, metadata=metadata))
     write_atomic(run / CONFIG, lambda tmp: Path(tmp).write_text(yaml.safe_dump(cfg, sort_keys=False)))
+    write_manifest(run, RUN_FORMAT, [WEIGHTS, CONFIG])
+
+
+def save_run(run: str | Path, model: Transformer, tok: Tokenizer, extra: dict | None = None) -> None:
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    write_run(run, state, {"model_type": "llama", "parameters": model.n_params(), "model": model.cfg.to_dict(),
+                           "tokenizer": tok.to_dict(), **(extra or {})})
+
+
+def save_quantized(out: str | Path, model: Transformer, tok: Tokenizer, scheme: str, extra: dict | None = None) -> None:
+    cfg = {**(extra or {}), "model": model.cfg.to_dict(), "tokenizer": tok.to_dict(),
+           "quantization": {"scheme": scheme, "tensors": int8_names(model)}}
+    write_run(out, flat_state(model), cfg, metadata={"scheme": scheme})
 
 
 def read_config(run: str | Path) -> dict:
-    path = Path(run) / CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"{run}: not a run directory (no {CONFIG})")
-    return yaml.safe_load(path.read_text())
+    """The run's config after checking its manifest; ValueError (one line, naming the file) otherwise."""
+    run = Path(run)
+    verify(run, RUN_FORMAT, (WEIGHTS, CONFIG))
+    try:
+        cfg = yaml.safe_load((run / CONFIG).read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{run / CONFIG}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict) or not isinstance(cfg.get("tokenizer"),
+                                                                                             dict):
+        raise ValueError(f"{run / CONFIG}: expected a mapping with 'model' and 'tokenizer' sections")
+    return cfg
+
+
+def _parse(run: Path, cfg: dict) -> tuple[ModelConfig, Tokenizer]:
+    try:
+        return ModelConfig(**cfg["model"]), Tokenizer.from_dict(cfg["tokenizer"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{run / CONFIG}: {e}") from None
 
 
 def load_run(run: str | Path, device: str = "cpu") -> tuple[Transformer, Tokenizer]:
+    """(model in eval mode, tokenizer) of a verified run or QRUN."""
+    run = Path(run)
     cfg = read_config(run)
-    if "quantization" in cfg:  # a torchao int8 run (train/quantize.py)
-        from .quantize import load_quantized
+    mc, tok = _parse(run, cfg)
+    try:
+        state = load_file(run / WEIGHTS, device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{run / WEIGHTS}: unreadable weights ({e})") from None
+    if "quantization" in cfg:  # torchao int8 runs load on the CPU
+        q = cfg["quantization"]
+        model = quantize_model(Transformer(mc), q["scheme"], embedding="tok_emb.weight" in q["tensors"])
+        restore_int8(model, state, q["tensors"], str(run))
+        return model, tok
+    model = Transformer(mc)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{run / WEIGHTS}: weights do not fit the config ({str(e).splitlines()[0]})") from None
+    return model.to(device).eval(), tok
 
-        return load_quantized(run, device)
-    model = Transformer(ModelConfig(**cfg["model"]))
-    model.load_state_dict(load_file(Path(run) / WEIGHTS, device="cpu"))
-    return model.to(device).eval(), Tokenizer.from_dict(cfg["tokenizer"])
+
+def quantize_run(run: str | Path, scheme: str, out: str | Path, embedding: bool = True) -> dict:
+    """Quantize a trained fp32 run into the QRUN directory `out`; returns sizes and the logits error on a probe."""
+    from .quantize import logits_error
+
+    cfg = read_config(run)
+    if "quantization" in cfg:
+        raise ValueError(f"{run}: already quantized ({cfg['quantization']['scheme']})")
+    model, tok = load_run(run)
+    qmodel = quantize_model(model, scheme, embedding)
+    save_quantized(out, qmodel, tok, scheme, {k: v for k, v in cfg.items() if k not in ("model", "tokenizer")})
+    return {"scheme": scheme, "fp32_bytes": (Path(run) / WEIGHTS).stat().st_size,
+            "int8_bytes": (Path(out) / WEIGHTS).stat().st_size, **logits_error(model, qmodel, tok)}

@@ -22,17 +22,13 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
-from ..runtime.flows import write_atomic
 from ..runtime.tokenizer import Tokenizer
-from .checkpoint import CONFIG, WEIGHTS, read_config
-from .model import ModelConfig, Transformer
+from .model import Transformer
 
 SCHEMES = ("int8-wo", "int8-da")
 
@@ -88,7 +84,7 @@ def quantize_model(model: Transformer, scheme: str, embedding: bool = True) -> T
     return model
 
 
-def _int8_names(model: nn.Module) -> list[str]:
+def int8_names(model: nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if hasattr(p, "qdata")]
 
 
@@ -110,65 +106,24 @@ def state_bytes(state: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())
 
 
-def save_quantized(out: str | Path, model: Transformer, tok: Tokenizer, scheme: str, extra: dict | None = None) -> Path:
-    from safetensors.torch import save_file
-
-    out = Path(out)
-    state = flat_state(model)
-    write_atomic(out / WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"scheme": scheme}))
-    cfg = {**(extra or {}), "model": model.cfg.to_dict(), "tokenizer": tok.to_dict(),
-           "quantization": {"scheme": scheme, "tensors": _int8_names(model)}}
-    write_atomic(out / CONFIG, lambda tmp: Path(tmp).write_text(yaml.safe_dump(cfg, sort_keys=False)))
-    return out
-
-
-def load_quantized(run: str | Path, device: str = "cpu") -> tuple[Transformer, Tokenizer]:
-    """Rebuild a quantized run: a skeleton quantized by torchao, then the stored int8 rows and scales put back."""
-    from safetensors.torch import load_file
-
-    if device != "cpu":
-        warnings.warn("torchao int8 runs are loaded on the CPU")
-    cfg = read_config(run)
-    qcfg = cfg["quantization"]
-    state = load_file(Path(run) / WEIGHTS, device="cpu")
-    names = set(qcfg["tensors"])
-    skeleton = Transformer(ModelConfig(**cfg["model"]))
-    model = quantize_model(skeleton, qcfg["scheme"], embedding="tok_emb.weight" in names)
+def restore_int8(model: Transformer, state: dict[str, torch.Tensor], names: list[str], source: str) -> None:
+    """Put stored int8 rows and scales (`<name>.qdata`, `<name>.scale`) back into a quantized skeleton, then the rest
+    of `state`; ValueError naming `source` where they do not fit."""
+    if set(int8_names(model)) != set(names):
+        raise ValueError(f"{source}: stored int8 tensors do not match the scheme")
     params = dict(model.named_parameters())
-    if set(_int8_names(model)) != names:
-        raise ValueError(f"{run}: stored int8 tensors do not match scheme {qcfg['scheme']}")
     with torch.no_grad():
         for name in names:
             p = params[name]
-            qd, sc = state.pop(f"{name}.qdata"), state.pop(f"{name}.scale")
-            if qd.shape != p.qdata.shape or sc.numel() != p.scale.numel():
-                raise ValueError(f"{run}: {name}: stored shape {tuple(qd.shape)} does not fit the model")
+            qd, sc = state.pop(f"{name}.qdata", None), state.pop(f"{name}.scale", None)
+            if qd is None or sc is None or qd.shape != p.qdata.shape or sc.numel() != p.scale.numel():
+                raise ValueError(f"{source}: {name}: stored int8 tensor missing or of the wrong shape")
             p.qdata, p.scale = qd, sc.reshape(p.scale.shape).to(p.scale.dtype)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if m not in names]
     if missing or unexpected:
-        raise KeyError(f"{run}: missing {missing}, unexpected {unexpected}")
-    return model.eval(), Tokenizer.from_dict(cfg["tokenizer"])
-
-
-def is_quantized(run: str | Path) -> bool:
-    return "quantization" in read_config(run)
-
-
-def quantize_run(run: str | Path, scheme: str, out: str | Path, embedding: bool = True) -> dict:
-    """Quantize a trained fp32 run into the QRUN directory `out`; returns sizes and the logits error on a probe."""
-    from .checkpoint import load_run
-
-    cfg = read_config(run)
-    if "quantization" in cfg:
-        raise ValueError(f"{run}: already quantized ({cfg['quantization']['scheme']})")
-    model, tok = load_run(run)
-    qmodel = quantize_model(model, scheme, embedding)
-    extra = {k: v for k, v in cfg.items() if k not in ("model", "tokenizer")}
-    save_quantized(out, qmodel, tok, scheme, extra)
-    err = logits_error(model, qmodel, tok)
-    return {"scheme": scheme, "fp32_bytes": (Path(run) / WEIGHTS).stat().st_size,
-            "int8_bytes": (Path(out) / WEIGHTS).stat().st_size, **err}
+        raise ValueError(f"{source}: weights do not fit the config (missing {missing}, unexpected {unexpected})")
+    model.eval()
 
 
 @torch.inference_mode()
