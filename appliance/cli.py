@@ -1,11 +1,34 @@
-"""The `ntg-edge` command line. Commands that need torch import it inside the command, so the edge install works."""
+"""The `ntg-edge` command line. Commands that need torch import it inside the command, so the edge install works.
+
+Every error a user can cause ends as one line naming the file or option (click's usage errors, or a ValueError /
+OSError raised below the CLI, which `Cli` turns into one), never as a traceback.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from ..runtime.sampler import Sampling
+from ..runtime.split import SplitConfig
+from ..train.config import MODELS, ModelConfig, TrainConfig
+from .options import config_options, pick
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+
+
+class Cli(click.Group):
+    """The command group; a ValueError or OSError from a command is reported as its one-line message."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (ValueError, OSError) as e:
+            raise click.ClickException(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="ntg-edge")
 def main() -> None:
     """Learn real network traffic and generate synthetic flows."""
@@ -14,31 +37,45 @@ def main() -> None:
 def _flows(path: str) -> list:
     from ..runtime.flows import read_flows
 
-    try:
-        return read_flows(path)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
+    return read_flows(path)
 
 
+def _write_flows(path: str, flows: list) -> None:
+    from ..runtime.flows import write_flows
+
+    write_flows(path, flows)
+
+
+def _write_json(path: str, rep: dict) -> None:
+    import json
+
+    from ..runtime.flows import write_atomic
+
+    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(rep, indent=2, default=float)))
+
+
+# -- ingest, split ------------------------------------------------------------------------------------------------------
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False),
               help="Labels CSV (gzip or plain): file, src_ip, src_port, dst_ip, dst_port, protocol, application_name.")
 @click.option("--label-from", type=click.Choice(["folder", "file"]),
               help="Label = each capture's parent folder name or file stem.")
-@click.option("--max-packets", default=64, show_default=True, help="Packets kept per flow.")
-@click.option("--idle-timeout", default=120.0, show_default=True, help="Seconds without a packet that end a flow.")
-@click.option("--active-timeout", default=1800.0, show_default=True, help="Seconds after which a flow is cut.")
+@click.option("--max-packets", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Packets kept per flow.")
+@click.option("--idle-timeout", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds without a packet that end a flow.")
+@click.option("--active-timeout", default=1800.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds after which a flow is cut.")
 @click.option("--tcp-end/--no-tcp-end", default=True, show_default=True,
               help="TCP FIN/RST end a flow (off: only the timeouts do, as in NFStream).")
 @click.option("--bpf", help="BPF filter applied while reading, e.g. 'tcp port 443'.")
 @click.option("--interface", help="Capture live from this interface instead of reading files.")
-@click.option("--duration", type=float, help="Seconds of live capture (with --interface).")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Seconds of live capture.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Flows file (Parquet) to write.")
 def ingest(paths, labels, label_from, max_packets, idle_timeout, active_timeout, tcp_end, bpf, interface, duration,
            out) -> None:
     """Assemble captures (pcap/pcapng/cap files, directories, or a live interface) into a flows file."""
-    from ..runtime.flows import write_flows
     from ..runtime.ingest import ingest_live, ingest_paths
     from ..runtime.pcap import CaptureError
 
@@ -55,13 +92,14 @@ def ingest(paths, labels, label_from, max_packets, idle_timeout, active_timeout,
             flows, report = ingest_live(interface, duration, **assembly)
         else:
             flows, report = ingest_paths(paths, labels=labels, label_from=label_from, **assembly)
-    except (ValueError, CaptureError) as e:
+    except CaptureError as e:
         raise click.ClickException(str(e)) from None
     if not report.files:
-        raise click.ClickException("no capture could be read (see the warnings above)")
+        why = "see the warnings above" if report.warnings else "no .pcap, .pcapng or .cap file under the given paths"
+        raise click.ClickException(f"no capture could be read ({why})")
     for line in report.lines():
         click.echo(line)
-    write_flows(out, flows)
+    _write_flows(out, flows)
     click.echo(f"{len(flows)} flows -> {out}")
 
 
@@ -69,155 +107,123 @@ def ingest(paths, labels, label_from, max_packets, idle_timeout, active_timeout,
 @click.argument("flows", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Directory for train.parquet and test.parquet.")
-@click.option("--min-packets", default=3, show_default=True, help="Shorter flows are dropped.")
-@click.option("--min-flows", default=20, show_default=True, help="Classes with fewer flows (after caps) are dropped.")
-@click.option("--cap-per-class", default=500, show_default=True, help="Most flows kept per class.")
-@click.option("--cap-per-file", default=50, show_default=True, help="Most flows kept per class from one capture.")
-@click.option("--test-size", default=0.2, show_default=True, help="Fraction of each class held out for test.")
-@click.option("--seed", default=0, show_default=True)
-def split(flows, out, min_packets, min_flows, cap_per_class, cap_per_file, test_size, seed) -> None:
+@config_options(SplitConfig)
+def split(flows, out, **kw) -> None:
     """Benchmark split of a labelled flows file: label = last dotted component, caps, stratified train/test."""
-    from pathlib import Path
-
-    from ..runtime.flows import write_flows
     from ..runtime.split import format_table, split_flows
 
     try:
-        train_set, test_set, table = split_flows(_flows(flows), min_packets, min_flows, cap_per_class, cap_per_file,
-                                                 test_size, seed)
+        train_set, test_set, table = split_flows(_flows(flows), SplitConfig(**kw))
     except ValueError as e:
         raise click.ClickException(f"{flows}: {e}") from None
-    write_flows(Path(out) / "train.parquet", train_set)
-    write_flows(Path(out) / "test.parquet", test_set)
+    _write_flows(Path(out) / "train.parquet", train_set)
+    _write_flows(Path(out) / "test.parquet", test_set)
     for line in format_table(table):
         click.echo(line)
     click.echo(f"{len(train_set)} train, {len(test_set)} test flows -> {out}")
 
 
+# -- train, generate ----------------------------------------------------------------------------------------------------
 @main.command()
 @click.argument("flows", type=click.Path(exists=True, dir_okay=False))
-@click.option("--model", "model_name", type=click.Choice(["llama"]), default="llama", show_default=True)
+@click.option("--model", "model_type", type=click.Choice(MODELS), default=MODELS[0], show_default=True,
+              help="Generator architecture.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
-@click.option("--epochs", default=80, show_default=True)
-@click.option("--batch-size", default=64, show_default=True)
-@click.option("--lr", default=2e-3, show_default=True)
-@click.option("--dropout", default=0.3, show_default=True)
-@click.option("--ema-horizon", default=0.1, show_default=True,
-              help="Horizon of the weight average kept, as a share of all training steps (0 = raw weights).")
-@click.option("--balance", default=0.5, show_default=True,
-              help="Class balance of training draws: weight n**-balance for a class of n flows (0 = none, 1 = equal).")
-@click.option("--dim", default=160, show_default=True, help="Hidden size.")
-@click.option("--hidden", default=320, show_default=True, help="SwiGLU intermediate size.")
-@click.option("--layers", default=4, show_default=True)
-@click.option("--heads", default=8, show_default=True)
-@click.option("--max-packets", default=64, show_default=True, help="Packets per flow the model sees.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-def train(flows, model_name, out, epochs, batch_size, lr, dropout, ema_horizon, balance, dim, hidden, layers, heads,
-          max_packets, seed, device) -> None:
-    """Train a class-conditioned generator on a flows file (labels = classes)."""
-    from ..train.train import TrainConfig, train as run_training
+@config_options(ModelConfig)
+@config_options(TrainConfig)
+def train(flows, model_type, out, **kw) -> None:
+    """Train a class-conditioned generator on a labelled flows file (labels = classes)."""
+    from ..train.train import train as run_training
 
-    data = [f for f in _flows(flows) if f.label and f.pl]
-    if len({f.label for f in data}) < 2:
-        raise click.ClickException(f"{flows}: need labelled flows of at least 2 classes (column 'label')")
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, ema_horizon=ema_horizon, balance=balance,
-                      seed=seed, device=device)
-    mc = {"dropout": dropout, "dim": dim, "hidden": hidden, "n_layers": layers, "n_heads": heads}
-    summary = run_training(data, out, mc, cfg, max_packets=max_packets, log=click.echo)
+    mc = pick(ModelConfig, kw)
+    try:
+        ModelConfig(vocab_size=1, iat_bins=1, block_size=1, **mc)  # the cross-field rules, before any work
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    data = _flows(flows)
+    try:
+        summary = run_training(data, out, mc, TrainConfig(**kw), log=click.echo)
+    except ValueError as e:
+        raise click.ClickException(f"{flows}: {e}") from None
     sel = summary["selected"]
     click.echo(f"kept epoch {sel['epoch']} (val TSTR {sel['val_tstr']:.3f}, copy rate {sel['val_copy_rate']:.2f} "
                f"<= natural {summary['natural_copy_rate']:.2f}) -> {out}")
 
 
-def _open_generator(path: str, device: str):
-    """A step function and tokenizer from a bundle (manifest.json: ONNX Runtime / TensorRT, no torch) or a torch run
-    directory (torch imported only here). For a bundle, `device` is the provider: auto, cpu, cuda or tensorrt."""
-    from ..runtime.bundle import BundleError, is_bundle, load_bundle
+def open_engine(path: str, device: str = "auto"):
+    """(Engine, Tokenizer) of a bundle (ONNX Runtime / TensorRT, no torch) or a training run (torch, imported here).
+    For a bundle, `device` is the provider: auto, cpu, cuda or tensorrt; a run runs on torch: auto, cpu or cuda."""
+    from ..runtime.bundle import load_bundle
+    from ..runtime.manifest import BUNDLE_FORMAT, RUN_FORMAT, read_format
 
-    if is_bundle(path):
-        try:
-            return load_bundle(path, device)
-        except (BundleError, ValueError, RuntimeError) as e:
-            raise click.ClickException(str(e)) from None
+    fmt = read_format(path)
+    if fmt == BUNDLE_FORMAT:
+        return load_bundle(path, device)
+    if fmt != RUN_FORMAT:
+        raise click.ClickException(f"{path}: neither a training run nor a bundle (no readable manifest.json)")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            f"{path}: a training run, which needs torch (pip install 'ntg-edge[train]'); this install runs bundles: "
+            f"`ntg-edge export {path} --int8 --out BUNDLE` where torch is installed") from None
+    if device == "tensorrt":
+        raise click.UsageError(f"--device tensorrt: {path} is a training run (torch: auto, cpu or cuda); "
+                               "export a bundle for TensorRT")
     from ..train.checkpoint import load_run
-    from ..train.generate import torch_step
+    from ..train.engine import TorchEngine
     from ..train.train import resolve_device
 
-    try:
-        model, tok = load_run(path, resolve_device(device))
-    except (FileNotFoundError, KeyError, TypeError) as e:
-        raise click.ClickException(f"{path}: cannot load model: {e}") from None
-    return torch_step(model), tok
+    model, tok = load_run(path, resolve_device(device))
+    return TorchEngine(model), tok
 
 
 @main.command()
-@click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.option("--n-per-class", type=int, help="Flows per class (default: --counts-from, else 100).")
+@click.argument("model_path", metavar="RUN_OR_BUNDLE", type=click.Path(exists=True, file_okay=False))
+@click.option("--n-per-class", type=click.IntRange(min=1), help="Flows per class (default 100, unless --counts-from).")
 @click.option("--counts-from", type=click.Path(exists=True, dir_okay=False),
-              help="A flows file whose per-class counts to reproduce (e.g. the real training split).")
-@click.option("--scale", default=1.0, show_default=True, help="Multiply the --counts-from counts.")
+              help="Reproduce the per-class counts of this flows file (e.g. the real training split).")
+@click.option("--scale", type=click.FloatRange(min=0, min_open=True),
+              help="Multiply the --counts-from counts (e.g. 10 for ten times as many).")
 @click.option("--classes", help="Comma-separated subset of the model's classes.")
-@click.option("--temperature", default=1.0, show_default=True)
-@click.option("--top-k", default=0, show_default=True)
-@click.option("--top-p", default=1.0, show_default=True)
-@click.option("--batch-size", default=1024, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@config_options(Sampling)
+@click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(min=1), help="Flows per batch.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="The same seed, the same flows.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Bundle: ONNX Runtime provider; run: torch device.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Synthetic flows file (Parquet).")
-def generate(run, n_per_class, counts_from, scale, classes, temperature, top_k, top_p, batch_size, seed, device,
-             out) -> None:
-    """Generate labelled synthetic flows from a trained run; the same seed gives the same flows."""
-    from collections import Counter
-
+def generate(model_path, n_per_class, counts_from, scale, classes, batch_size, seed, device, out, **kw) -> None:
+    """Generate labelled synthetic flows from a trained run or a bundle; the same seed gives the same flows."""
     from tqdm import tqdm
 
-    from ..runtime.flows import write_flows
-    from ..runtime.sampler import Sampling, generate as sample_flows
+    from ..runtime.sampler import class_counts, generate as sample_flows
 
-    step, tok = _open_generator(run, device)
+    if n_per_class is not None and counts_from:
+        raise click.UsageError("--n-per-class and --counts-from both set the counts: give one")
+    if scale is not None and not counts_from:
+        raise click.UsageError("--scale multiplies the --counts-from counts: give --counts-from")
+    engine, tok = open_engine(model_path, device)
     wanted = classes.split(",") if classes else list(tok.classes)
     unknown = [c for c in wanted if c not in tok.classes]
     if unknown:
-        raise click.ClickException(f"--classes: {', '.join(unknown)} not among the model's classes")
-    if counts_from and n_per_class is None:
-        have = Counter(f.label for f in _flows(counts_from))
-        counts = {c: round(have[c] * scale) for c in wanted if have[c]}
+        raise click.BadParameter(f"{', '.join(unknown)} not among the model's classes ({', '.join(tok.classes)})",
+                                 param_hint="--classes")
+    if counts_from:
+        counts = class_counts(wanted, like=_flows(counts_from), scale=scale or 1.0)
+        if not counts:
+            raise click.ClickException(f"{counts_from}: no flow of the model's classes ({', '.join(wanted)})")
     else:
-        counts = {c: n_per_class or 100 for c in wanted}
+        counts = class_counts(wanted, n_per_class or 100)
     flows = []
-    with tqdm(total=sum(counts.values()), desc="generate", unit="flow") as bar:
-        for batch in sample_flows(step, tok, counts, Sampling(temperature, top_k, top_p), batch_size, seed):
+    with tqdm(total=sum(counts.values()), desc="generate", unit="flow", disable=None) as bar:
+        for batch in sample_flows(engine, tok, counts, Sampling(**kw), batch_size, seed):
             flows += batch
             bar.update(len(batch))
-    write_flows(out, flows)
+    _write_flows(out, flows)
     click.echo(f"{len(flows)} flows of {len(counts)} classes -> {out}")
 
 
-@main.command()
-@click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt"]), default="onnx", show_default=True,
-              help="tensorrt = the ONNX bundle plus a TensorRT engine (model.plan) built on this machine's GPU.")
-@click.option("--int8", is_flag=True, help="int8 weights (ONNX dynamic quantization; with tensorrt: INT8 engine).")
-@click.option("--opset", default=23, show_default=True, help="ONNX opset (23 emits fused Attention/RMSNormalization).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
-def export(run, fmt, int8, opset, out) -> None:
-    """Export a trained run to a self-contained, hash-checked bundle that `generate` runs without torch."""
-    from ..export.bundle import export_bundle
-
-    trt = fmt == "tensorrt"
-    if trt and int8:
-        raise click.UsageError("--format tensorrt --int8 needs calibration flows, not wired here yet: "
-                               "build fp16 (export.tensorrt.build_engine takes calibration batches)")
-    try:
-        export_bundle(run, out, int8=int8 and not trt, opset=opset, tensorrt=trt, trt_int8=int8 and trt,
-                      log=click.echo)
-    except (FileNotFoundError, FileExistsError, KeyError, TypeError) as e:
-        raise click.ClickException(f"{run}: {e}") from None
-    except RuntimeError as e:  # TensorRT missing or its build failed
-        raise click.ClickException(str(e)) from None
-
-
+# -- evaluate -----------------------------------------------------------------------------------------------------------
 _ROWS = ["pkt_count_jsd", "1gram_jsd", "2gram_jsd", "markov_jsd", "uniq_align", "leakage", "copy_rate", "tstr_f1"]
 
 
@@ -241,29 +247,34 @@ def _report_table(rep: dict) -> str:
 
 
 @main.command()
-@click.option("--real", required=True, type=click.Path(exists=True, dir_okay=False), help="Real test flows.")
+@click.option("--real-test", required=True, type=click.Path(exists=True, dir_okay=False), help="Real test flows.")
 @click.option("--synthetic", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Synthetic flows; repeat for several draws (generation seeds) to get mean ± sd.")
-@click.option("--train", "train_path", type=click.Path(exists=True, dir_okay=False),
+@click.option("--real-train", type=click.Path(exists=True, dir_okay=False),
               help="Real training flows: adds leakage, copy rate and the real-vs-real floor (TRTR).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
-@click.option("--seed", default=0, show_default=True)
-def evaluate(real, synthetic, train_path, json_out, seed) -> None:
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Forest seed.")
+def evaluate(real_test, synthetic, real_train, json_out, seed) -> None:
     """Fidelity (JSDs, UniqAlign, leakage, copy rate) and TSTR of synthetic flows against real ones."""
-    import json
-    from pathlib import Path
-
-    from ..runtime.flows import write_atomic
     from ..runtime.metrics import evaluate as run_eval
 
-    rep = run_eval(_flows(real), [_flows(p) for p in synthetic], _flows(train_path) if train_path else None, seed)
+    real = _flows(real_test)
+    draws = [_flows(p) for p in synthetic]
+    labels = {f.label for f in real}
+    if not real:
+        raise click.ClickException(f"{real_test}: no flows")
+    for path, syn in zip(synthetic, draws):
+        if not labels & {f.label for f in syn}:
+            raise click.ClickException(f"{path}: no flow of a class in {real_test} ({', '.join(sorted(labels))})")
+    rep = run_eval(real, draws, _flows(real_train) if real_train else None, seed)
     click.echo("JSD: 0 = same distribution (macro over classes); floor = real train vs real test; "
                "copy_rate under real_floor = the natural rate")
     click.echo(_report_table(rep))
     if json_out:
-        write_atomic(json_out, lambda tmp: Path(tmp).write_text(json.dumps(rep, indent=2)))
+        _write_json(json_out, rep)
 
 
+# -- quantize, export, info ---------------------------------------------------------------------------------------------
 @main.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--scheme", required=True, type=click.Choice(["int8-wo", "int8-da"]),
@@ -272,49 +283,79 @@ def evaluate(real, synthetic, train_path, json_out, seed) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Quantized run directory to write.")
 def quantize(run, scheme, keep_embedding_fp32, out) -> None:
     """Post-training int8 quantization (torchao) of a trained run into a run directory `generate` can use."""
-    from ..train.quantize import quantize_run
+    from ..train.checkpoint import quantize_run
 
-    try:
-        r = quantize_run(run, scheme, out, embedding=not keep_embedding_fp32)
-    except (ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from None
+    r = quantize_run(run, scheme, out, embedding=not keep_embedding_fp32)
     click.echo(f"{scheme}: {r['fp32_bytes'] / 1e6:.2f} MB fp32 -> {r['int8_bytes'] / 1e6:.2f} MB on disk; logits "
                f"max |err| {r['max_abs_logit_err']:.3f} (max |logit| {r['logit_scale']:.1f}), top-1 agreement "
                f"{r['top1_agree']:.3f}, KL {r['kl_nats']:.1e} nats -> {out}")
 
 
-@main.group()
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt"]), default="onnx", show_default=True,
+              help="tensorrt = the ONNX bundle plus an fp16 TensorRT engine (model.plan) built on this machine's GPU.")
+@click.option("--int8", is_flag=True, help="int8 weights (ONNX Runtime dynamic quantization).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
+def export(run, fmt, int8, out) -> None:
+    """Export a trained run to a self-contained, hash-checked bundle that `generate` runs without torch."""
+    from ..export.bundle import export_bundle
+    from ..export.tensorrt import TensorRTUnavailable
+
+    if fmt == "tensorrt" and int8:
+        raise click.UsageError("--format tensorrt builds an fp16 engine; --int8 applies to --format onnx")
+    try:
+        export_bundle(run, out, int8=int8, tensorrt=fmt == "tensorrt", log=click.echo)
+    except FileExistsError as e:
+        raise click.ClickException(str(e)) from None
+    except TensorRTUnavailable as e:
+        raise click.ClickException(str(e)) from None
+
+
+@main.command()
+@click.argument("path", metavar="RUN_OR_BUNDLE", type=click.Path(exists=True, file_okay=False))
+def info(path) -> None:
+    """What a run or bundle holds: classes, model, parameters, size, precision, source, chosen epoch, hashes."""
+    from ..runtime.info import describe
+
+    for line in describe(path):
+        click.echo(line)
+
+
+# -- bench --------------------------------------------------------------------------------------------------------------
+@main.group(cls=Cli)
 def bench() -> None:
-    """Benchmarks: generation speed and quantization/export parity."""
+    """Benchmarks that print figures: generation speed, quantization/export parity, ingest throughput."""
 
 
-def _write_json(path, rep) -> None:
-    import json
-    from pathlib import Path
-
-    from ..runtime.flows import write_atomic
-
-    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(rep, indent=2, default=float)))
+def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(b) for b in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated whole numbers, got {value!r}") from None
+    if any(b < 1 for b in sizes):
+        raise click.BadParameter(f"batch sizes must be >= 1, got {value!r}")
+    return sizes
 
 
 @bench.command("speed")
 @click.argument("path", metavar="RUN_OR_BUNDLE", type=click.Path(exists=True, file_okay=False))
-@click.option("--batch-sizes", default="1,64,1024", show_default=True)
-@click.option("--flows-b1", default=200, show_default=True, help="Flows generated one at a time at batch 1.")
-@click.option("--batches", "n_batches", default=3, show_default=True,
+@click.option("--batch-sizes", default="1,64,1024", show_default=True, callback=_batch_sizes)
+@click.option("--flows-b1", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Flows generated one at a time at batch 1.")
+@click.option("--batches", "n_batches", default=3, show_default=True, type=click.IntRange(min=1),
               help="Interleaved rounds; each times one batch of every variant at each batch size > 1.")
-@click.option("--length", default=10, show_default=True, help="Packets per flow.")
+@click.option("--length", default=10, show_default=True, type=click.IntRange(min=1), help="Packets per flow.")
 @click.option("--no-peer", is_flag=True, help="Skip the Hugging Face LlamaForCausalLM comparison.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False))
 def bench_speed(path, batch_sizes, flows_b1, n_batches, length, no_peer, json_out) -> None:
     """ms per flow and flows/s of every variant (torch, torchao int8, ONNX fp32/int8) and of HF transformers."""
     import tempfile
 
-    from ..export.bench import format_speed, run_speed
+    from ..bench.speed import format_speed, run_speed
 
     with tempfile.TemporaryDirectory(prefix="ntg-bench-") as work:
-        rep = run_speed(path, work, tuple(int(b) for b in batch_sizes.split(",")), flows_b1, n_batches, length,
-                        peer=not no_peer, log=click.echo)
+        rep = run_speed(path, work, batch_sizes, flows_b1, n_batches, length, peer=not no_peer, log=click.echo)
     click.echo(format_speed(rep))
     if json_out:
         _write_json(json_out, rep)
@@ -324,22 +365,19 @@ def bench_speed(path, batch_sizes, flows_b1, n_batches, length, no_peer, json_ou
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--real-train", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--real-test", required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--n-per-class", default=100, show_default=True)
-@click.option("--draws", default=5, show_default=True, help="fp32 generations that set its sampling interval.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--n-per-class", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--draws", default=5, show_default=True, type=click.IntRange(min=2),
+              help="fp32 generations that set its sampling interval.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--json", "json_out", type=click.Path(dir_okay=False))
 def bench_parity(run, real_train, real_test, n_per_class, draws, seed, json_out) -> None:
     """Fidelity and TSTR of every variant against fp32; exits 1 when a variant disagrees with fp32."""
     import tempfile
 
-    from ..export.parity import format_parity, run_parity
+    from ..bench.parity import format_parity, run_parity
 
     with tempfile.TemporaryDirectory(prefix="ntg-parity-") as work:
-        try:
-            rep = run_parity(run, work, _flows(real_train), _flows(real_test), n_per_class, draws, seed,
-                             log=click.echo)
-        except ValueError as e:
-            raise click.ClickException(str(e)) from None
+        rep = run_parity(run, work, _flows(real_train), _flows(real_test), n_per_class, draws, seed, log=click.echo)
     click.echo(format_parity(rep))
     if json_out:
         _write_json(json_out, rep)
@@ -347,6 +385,19 @@ def bench_parity(run, real_train, real_test, n_per_class, draws, seed, json_out)
     if failed:
         click.echo(f"parity FAILED: {', '.join(failed)}", err=True)
         raise SystemExit(1)
+
+
+@bench.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--json", "json_out", type=click.Path(dir_okay=False))
+def bench_ingest(paths, json_out) -> None:
+    """Ingest throughput over capture files or folders (e.g. the nDPI corpus' pcaps/), in one process."""
+    from ..bench.ingest import format_ingest, run_ingest
+
+    rep = run_ingest(list(paths))
+    click.echo(format_ingest(rep))
+    if json_out:
+        _write_json(json_out, rep)
 
 
 if __name__ == "__main__":

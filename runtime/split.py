@@ -16,8 +16,22 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from .flows import Flow
+from .knobs import check, knob
 
 DROPPED_LABELS = ("", "Unknown")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    min_packets: int = knob(3, "Flows with fewer packets are dropped.", lo=1)
+    min_flows: int = knob(20, "Classes with fewer flows (after the caps) are dropped.", lo=2)
+    cap_per_class: int = knob(500, "Most flows kept per class.", lo=1)
+    cap_per_file: int = knob(50, "Most flows kept per class from one capture.", lo=1)
+    test_size: float = knob(0.2, "Share of each class held out for test.", lo=0, hi=1, lo_open=True, hi_open=True)
+    seed: int = knob(0, "Random seed of the caps and the split.", lo=0)
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)
@@ -34,18 +48,11 @@ def class_name(label: str) -> str:
     return label.rsplit(".", 1)[-1]
 
 
-def split_flows(
-    flows: list[Flow],
-    min_packets: int = 3,
-    min_flows: int = 20,
-    cap_per_class: int = 500,
-    cap_per_file: int = 50,
-    test_size: float = 0.2,
-    seed: int = 0,
-) -> tuple[list[Flow], list[Flow], list[ClassRow]]:
+def split_flows(flows: list[Flow], c: SplitConfig = SplitConfig()) -> tuple[list[Flow], list[Flow], list[ClassRow]]:
     """(train, test, class table). Returned flows are copies whose `label` is the class name; the table is sorted by
     flow count, largest first. Raises ValueError if no class is left."""
-    rng = np.random.default_rng(seed)
+    min_packets, min_flows, cap_per_class, cap_per_file = c.min_packets, c.min_flows, c.cap_per_class, c.cap_per_file
+    rng = np.random.default_rng(c.seed)
     groups: dict[tuple[str, str], list[Flow]] = defaultdict(list)
     for f in flows:
         name = class_name(f.label)
@@ -66,7 +73,7 @@ def split_flows(
         raise ValueError(f"no class has {min_flows} flows of {min_packets}+ packets after the caps")
 
     pool = [f for items in kept.values() for f in items]
-    train, test = train_test_split(pool, test_size=test_size, random_state=seed, stratify=[f.label for f in pool])
+    train, test = train_test_split(pool, test_size=c.test_size, random_state=c.seed, stratify=[f.label for f in pool])
     table = []
     for name, items in kept.items():
         table.append(ClassRow(name, len(items), len({f.file for f in items}),

@@ -7,34 +7,13 @@ serves training (no past), batched generation (one token per step) and the ONNX 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import ModelConfig
+
 KV = tuple[torch.Tensor, torch.Tensor]  # (batch, heads, past_len, head_dim) each
-
-
-@dataclass
-class ModelConfig:
-    vocab_size: int
-    iat_bins: int
-    block_size: int
-    dim: int = 160  # the reference study's LLaMA: hidden 160, intermediate 320, 4 layers, 8 heads
-    hidden: int = 320
-    n_layers: int = 4
-    n_heads: int = 8
-    dropout: float = 0.3  # heavy on purpose: the corpus is small and a generator that copies training flows is worthless
-    rope_base: float = 10000.0
-    norm_eps: float = 1e-5
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_heads
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class RMSNorm(nn.Module):
@@ -85,8 +64,8 @@ class Attention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.w13 = nn.Linear(cfg.dim, 2 * cfg.hidden, bias=False)  # gate and up projections in one matmul
-        self.w2 = nn.Linear(cfg.hidden, cfg.dim, bias=False)
+        self.w13 = nn.Linear(cfg.dim, 2 * cfg.ffn_dim, bias=False)  # gate and up projections in one matmul
+        self.w2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.w13(x).chunk(2, dim=-1)

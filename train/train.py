@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -31,33 +31,10 @@ from ..runtime.flows import Flow, write_atomic
 from ..runtime.sampler import Sampling, generate
 from ..runtime.tokenizer import Tokenizer
 from .checkpoint import save_run
+from .config import ModelConfig, TrainConfig
 from .data import batches, encode_all, targets
-from .generate import torch_step
-from .model import ModelConfig, Transformer
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 80
-    batch_size: int = 64
-    lr: float = 2e-3
-    min_lr: float = 2e-4
-    warmup: float = 0.03  # share of all steps spent warming up
-    weight_decay: float = 0.1
-    patience: int = 15
-    val_fraction: float = 0.15
-    val_flows_per_class: int = 60  # synthetic flows per class for validation TSTR
-    # Class balance of the training draws: a flow of a class with n flows is drawn with weight n**-balance.
-    # 0 = as they come; 1 = every class equally often. Small classes are where a generator fails first.
-    balance: float = 0.5
-    # Weights are an exponential moving average of the optimizer's iterates (0 = off) whose horizon (1 / (1 - decay)
-    # steps) is this share of the planned steps: 0.1 of the benchmark's 1,920 steps gives decay 0.995. A snapshot of
-    # the raw weights leans towards the few flows of each class it saw last: on 20-flow classes that turns a 50/50
-    # choice of first packet into 95/5, and generation collapses onto one mode per class. A fixed decay would lag far
-    # behind a short run still learning (the demo: 405 steps), hence a share.
-    ema_horizon: float = 0.1
-    seed: int = 0
-    device: str = "auto"
+from .engine import TorchEngine
+from .model import Transformer
 
 
 def ema_update(decay: float):
@@ -101,17 +78,53 @@ def split_validation(flows: list[Flow], c: TrainConfig) -> tuple[list[Flow], lis
     return train_test_split(flows, test_size=c.val_fraction, random_state=c.seed, stratify=strat)
 
 
+class CheckpointRule:
+    """The module docstring's rule, epoch by epoch: `update(row)` -> (keep this epoch's weights, stop training).
+
+    An epoch is kept when its copy rate is at or below the natural rate and its validation TSTR beats every kept
+    epoch's; training stops after `patience` epochs in which neither happened nor validation loss reached a new low.
+    """
+
+    def __init__(self, natural_copy_rate: float, patience: int) -> None:
+        self.natural, self.patience = natural_copy_rate, patience
+        self.best: dict | None = None
+        self.best_loss, self.stale = float("inf"), 0
+
+    def update(self, row: dict) -> tuple[bool, bool]:
+        improved = row["val_copy_rate"] <= self.natural and (self.best is None or
+                                                             row["val_tstr"] > self.best["val_tstr"])
+        if improved:
+            self.best = row
+        self.stale = 0 if improved or row["val_loss"] < self.best_loss else self.stale + 1
+        self.best_loss = min(self.best_loss, row["val_loss"])
+        return improved, self.stale >= self.patience
+
+
 def resolve_device(name: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    """auto = CUDA where torch sees a GPU, else the CPU; asking for CUDA without one is an error, not a fallback."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda: torch sees no CUDA GPU here (this torch build or machine has none)")
+    return name
 
 
 def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainConfig = TrainConfig(),
-          max_packets: int = 64, log=print) -> dict:
-    """Train a generator on labelled flows and write the chosen checkpoint to `out`; returns the summary."""
+          log=print) -> dict:
+    """Train a generator on labelled flows and write the chosen checkpoint to `out`; returns the summary.
+
+    `mc` overrides ModelConfig's defaults (vocabulary sizes come from the tokenizer). Raises ValueError when the flows
+    cannot train a class-conditioned model (fewer than 2 classes, or a class with no flow left for training).
+    """
+    classes = sorted({f.label for f in flows if f.pl})
+    if len(classes) < 2 or "" in classes:
+        raise ValueError(f"need labelled flows of at least 2 classes with packets (got {len(classes)} class(es)"
+                         f"{', some unlabelled' if '' in classes else ''})")
     torch.manual_seed(c.seed)
     rng = np.random.default_rng(c.seed)
     device = resolve_device(c.device)
-    tok = Tokenizer(classes=tuple(sorted({f.label for f in flows})), max_packets=max_packets)
+    tok = Tokenizer(classes=tuple(classes), max_packets=c.max_packets)
+    flows = [f for f in flows if f.pl]
     train_flows, val_flows = split_validation(flows, c)
     train_seqs, val_seqs = encode_all(train_flows, tok), encode_all(val_flows, tok)
     natural = metrics.copy_rate(train_flows, val_flows)
@@ -132,12 +145,12 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
     per_class = {k: min(c.val_flows_per_class, max(v, 10)) for k, v in n_class.items()}
     weights = np.array([n_class[f.label] ** -c.balance for f in train_flows])
 
-    history, best, best_loss, stale, step = [], None, float("inf"), 0, 0
+    history, step, rule = [], 0, CheckpointRule(natural, c.patience)
     for epoch in range(1, c.epochs + 1):
         model.train()
         t0, n_tok = time.perf_counter(), 0
         bar = tqdm(batches(train_seqs, c.batch_size, rng, weights), total=steps_per_epoch, desc=f"epoch {epoch}",
-                   leave=False)
+                   leave=False, disable=None)  # a bar on a terminal only; the epoch line is logged anyway
         for toks, bins in bar:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, c)
@@ -155,22 +168,19 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
 
         kept = ema.module if ema else model
         vl = val_loss(kept, val_seqs, tok, device)
-        syn = [f for b in generate(torch_step(kept), tok, per_class, seed=c.seed) for f in b]
+        syn = [f for b in generate(TorchEngine(kept), tok, per_class, seed=c.seed) for f in b]
         vscore = metrics.train_test_f1(syn, val_flows, seed=c.seed)
         vcopy = metrics.copy_rate(train_flows, syn)
         row = {"epoch": epoch, "val_loss": vl, "val_tstr": vscore, "val_copy_rate": vcopy, "epoch_s": epoch_s}
         history.append(row)
-        eligible = vcopy <= natural
-        improved = eligible and (best is None or vscore > best["val_tstr"])
+        improved, stop = rule.update(row)
         if improved:
-            best = row
             save_run(out, kept, tok, {"train": asdict(c), "selected": row, "natural_copy_rate": natural})
         log(f"epoch {epoch:3d}  val loss {vl:.3f}  val TSTR {vscore:.3f}  copy {vcopy:.2f}"
-            f"{'' if eligible else ' (> natural)'}  {epoch_s:.1f} s{'  *' if improved else ''}")
-        stale = 0 if improved or vl < best_loss else stale + 1
-        best_loss = min(best_loss, vl)
-        if stale >= c.patience:
+            f"{'' if vcopy <= natural else ' (> natural)'}  {epoch_s:.1f} s{'  *' if improved else ''}")
+        if stop:
             break
+    best = rule.best
     if best is None:  # every epoch copied more than the natural rate: keep the last one, and say so
         best = history[-1]
         save_run(out, kept, tok, {"train": asdict(c), "selected": best, "natural_copy_rate": natural})

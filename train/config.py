@@ -1,0 +1,66 @@
+"""The model and training settings: the one place their defaults, help and valid ranges live (no torch here, so the
+command line can declare its options from them on the edge install)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..runtime.knobs import check, knob
+
+MODELS = ("llama",)
+
+
+@dataclass
+class ModelConfig:
+    """A LLaMA-style decoder. The reference study's LLaMA: dim 160, SwiGLU width 320, 4 layers, 8 heads."""
+
+    vocab_size: int
+    iat_bins: int
+    block_size: int
+    dim: int = knob(160, "Model width (embedding and residual stream).", lo=2)
+    ffn_dim: int = knob(320, "SwiGLU width (the feed-forward's intermediate size).", lo=1)
+    n_layers: int = knob(4, "Decoder layers.", lo=1)
+    n_heads: int = knob(8, "Attention heads; dim / n_heads must be an even whole number (rotary pairs).", lo=1)
+    # heavy on purpose: the corpus is small and a generator that copies training flows is worthless
+    dropout: float = knob(0.3, "Dropout probability.", lo=0, hi=1, hi_open=True)
+    rope_base: float = knob(10000.0, "Rotary position base.", lo=1)
+    norm_eps: float = knob(1e-5, "RMSNorm epsilon.", lo=0, lo_open=True)
+
+    def __post_init__(self) -> None:
+        check(self)
+        if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
+            raise ValueError(f"dim {self.dim} / n_heads {self.n_heads}: the head width must be an even whole number")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = knob(80, "Most epochs; training stops earlier when neither validation loss nor TSTR improves.", lo=1)
+    batch_size: int = knob(64, "Flows per training batch.", lo=1)
+    lr: float = knob(2e-3, "Peak learning rate (AdamW, warm-up then cosine).", lo=0, lo_open=True)
+    min_lr: float = knob(2e-4, "Final learning rate of the cosine schedule.", lo=0)
+    warmup: float = knob(0.03, "Share of all steps spent warming up.", lo=0, hi=1)
+    weight_decay: float = knob(0.1, "AdamW weight decay on matrices.", lo=0)
+    patience: int = knob(15, "Epochs without improvement before stopping.", lo=1)
+    val_fraction: float = knob(0.15, "Share of the training flows held out for the checkpoint rule.", lo=0, hi=1,
+                               lo_open=True, hi_open=True)
+    val_flows_per_class: int = knob(60, "Synthetic flows per class generated for validation TSTR.", lo=1)
+    # Small classes are where a generator fails first, and macro-F1 weighs them like large ones.
+    balance: float = knob(0.5, "Class balance of training draws: weight n**-balance for a class of n flows "
+                               "(0 = as they come, 1 = every class equally).", lo=0, hi=1)
+    # A snapshot of the raw weights leans towards the few flows of each class it saw last: on 20-flow classes that
+    # turns a 50/50 choice of first packet into 95/5. A fixed decay would lag far behind a short run, hence a share.
+    ema_horizon: float = knob(0.1, "Horizon of the weight average, as a share of all training steps (0 = raw "
+                                   "weights).", lo=0, hi=1)
+    max_packets: int = knob(64, "Packets per flow the model sees.", lo=1)
+    seed: int = knob(0, "Random seed (data order, initialisation, validation draws).", lo=0)
+    device: str = knob("auto", "Where to train.", choices=("auto", "cpu", "cuda"))
+
+    def __post_init__(self) -> None:
+        check(self)
