@@ -1,28 +1,24 @@
-"""Ingest throughput on the real corpus: capture records/s, TCP/UDP packets/s and flows/s (not a test).
-
-    python bench/ingest.py [CAPTURES_DIR ...]    # default: the nDPI corpus beside the checkout (data/ndpi/pcaps)
-"""
+"""`ntg-edge bench ingest`: ingest throughput (capture records/s, TCP/UDP packets/s, flows/s) in one process."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-from ntg_edge.runtime.ingest import ingest_paths
-
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ndpi" / "pcaps"
+from ..runtime.ingest import ingest_paths
 
 
-def main(paths: list[str]) -> None:
+def run_ingest(paths: list[str | Path]) -> dict:
     start = time.perf_counter()
-    flows, report = ingest_paths(paths or [DEFAULT], progress=False, warn=lambda message: None)
+    flows, report = ingest_paths(paths, progress=False, warn=lambda message: None)
     seconds = time.perf_counter() - start
-    print(f"{report.files} files, {report.records} records, {report.packets} TCP/UDP packets, "
-          f"{len(flows)} flows in {seconds:.2f} s")
-    print(f"{report.records / seconds:,.0f} records/s  {report.packets / seconds:,.0f} packets/s  "
-          f"{len(flows) / seconds:,.0f} flows/s  (one process)")
+    return {"files": report.files, "records": report.records, "packets": report.packets, "flows": len(flows),
+            "seconds": seconds, "records_s": report.records / seconds, "packets_s": report.packets / seconds,
+            "flows_s": len(flows) / seconds}
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:])
+def format_ingest(rep: dict) -> str:
+    return (f"{rep['files']} files, {rep['records']:,} records, {rep['packets']:,} TCP/UDP packets, "
+            f"{rep['flows']:,} flows in {rep['seconds']:.2f} s\n"
+            f"{rep['records_s']:,.0f} records/s  {rep['packets_s']:,.0f} packets/s  {rep['flows_s']:,.0f} flows/s "
+            f"(one process)")

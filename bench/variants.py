@@ -1,18 +1,20 @@
-"""The engine variants the benches compare, each a (step function, tokenizer) for the shared numpy sampler.
+"""The engine variants the benches compare, each opening to an (Engine, Tokenizer) for the shared sampler.
 
 From a trained fp32 run: torch fp32, torchao int8-wo and int8-da (train/quantize.py), ONNX fp32 and ONNX int8 (built
-into a work directory with export/onnx.py, opened with runtime/bundle.py) and, where present, ONNX Runtime's
+into a work directory with export/bundle.py, opened with runtime/bundle.py) and, where present, ONNX Runtime's
 TensorRT provider. From a quantized run (QRUN) or a bundle: that one variant.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..runtime.sampler import StepFn
+from ..runtime.bundle import load_bundle, read_bundle_config
+from ..runtime.engine import Engine
+from ..runtime.manifest import RUN_FORMAT, read_format
 from ..runtime.tokenizer import Tokenizer
 
 FP32 = "torch fp32"
@@ -22,10 +24,8 @@ ALL = (FP32, "torchao int8-wo", "torchao int8-da", "onnx fp32", "onnx int8", "on
 @dataclass
 class Variant:
     name: str
-    open: Callable[[], tuple[StepFn, Tokenizer]]
+    open: Callable[[], tuple[Engine, Tokenizer]]
     size_bytes: int  # what this variant stores on disk (weights file / graph file)
-    note: str = ""
-    info: dict = field(default_factory=dict)
 
 
 def dir_bytes(path: str | Path) -> int:
@@ -34,24 +34,17 @@ def dir_bytes(path: str | Path) -> int:
 
 
 def is_run(path: str | Path) -> bool:
-    from ..train.checkpoint import CONFIG, WEIGHTS
-
-    return (Path(path) / CONFIG).is_file() and (Path(path) / WEIGHTS).is_file()
+    return read_format(path) == RUN_FORMAT
 
 
-def _torch_variant(name: str, model, tok: Tokenizer, size: int, note: str = "") -> Variant:
-    from ..train.generate import torch_step
+def _torch_variant(name: str, model, tok: Tokenizer, size: int) -> Variant:
+    from ..train.engine import TorchEngine
 
-    return Variant(name, lambda: (torch_step(model), tok), size, note)
+    return Variant(name, lambda: (TorchEngine(model), tok), size)
 
 
-def _bundle_variant(name: str, bundle: Path, provider: str = "cpu", note: str = "") -> Variant:
-    def open_():
-        from ..runtime.bundle import load_bundle
-
-        return load_bundle(bundle, provider=provider)
-
-    return Variant(name, open_, onnx_bytes(bundle), note)
+def _bundle_variant(name: str, bundle: Path, provider: str = "cpu") -> Variant:
+    return Variant(name, lambda: load_bundle(bundle, provider=provider), onnx_bytes(bundle))
 
 
 def onnx_bytes(bundle: Path) -> int:
@@ -78,11 +71,11 @@ def build_variants(path: str | Path, workdir: str | Path, wanted: tuple[str, ...
     """Every wanted variant that can be built from `path` (a run, a QRUN or a bundle); skipped ones are logged."""
     path, workdir = Path(path), Path(workdir)
     if not is_run(path):  # an ONNX bundle
-        name = "onnx int8" if "int8" in str(_bundle_meta(path).get("precision", "")).lower() else "onnx fp32"
+        name = "onnx int8" if read_bundle_config(path).get("precision") == "int8" else "onnx fp32"
         return [_bundle_variant(name, path)]
 
+    from ..export.bundle import export_bundle
     from ..train.checkpoint import WEIGHTS, load_run, read_config
-    from .bundle import export_bundle
     from ..train.quantize import flat_state, quantize_model, state_bytes
 
     cfg = read_config(path)
@@ -113,11 +106,3 @@ def build_variants(path: str | Path, workdir: str | Path, wanted: tuple[str, ...
         elif bundle.is_dir():
             out.append(_bundle_variant("onnx int8 tensorrt", bundle, provider="tensorrt"))
     return out
-
-
-def _bundle_meta(path: Path) -> dict:
-    import yaml
-
-    from ..runtime.bundle import CONFIG
-
-    return yaml.safe_load((path / CONFIG).read_text()) or {}

@@ -1,6 +1,6 @@
 """`ntg-edge bench parity`: does quantization or export change what the generator produces?
 
-Every variant (export/variants.py) generates the same number of flows per class. Per variant: every fidelity metric
+Every variant (bench/variants.py) generates the same number of flows per class. Per variant: every fidelity metric
 of runtime.metrics.fidelity (against the real test flows; leakage and copy rate against the real training flows) and
 TSTR macro-F1.
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from ..runtime import metrics
 from ..runtime.flows import Flow
-from ..runtime.sampler import Sampling, generate
+from ..runtime.sampler import Sampling, class_counts, generate
 from .variants import ALL, FP32
 
 METRICS = ["pkt_count_jsd", "1gram_jsd", "2gram_jsd", "markov_jsd", "uniq_align", "leakage", "copy_rate", "tstr_f1"]
@@ -71,9 +71,10 @@ def run_parity(path, workdir, train: list[Flow], test: list[Flow], n_per_class: 
 
     def draw(v, s: int) -> list[Flow]:
         step, tok = v.open()
-        counts = {c: n_per_class for c in sorted({f.label for f in test}) if c in tok.classes}
+        counts = class_counts([c for c in tok.classes if c in {f.label for f in test}], n_per_class)
         syn = []
-        with tqdm(total=sum(counts.values()), desc=f"{v.name} seed {s}", unit="flow", leave=False) as bar:
+        with tqdm(total=sum(counts.values()), desc=f"{v.name} seed {s}", unit="flow", leave=False,
+                  disable=None) as bar:  # a bar on a terminal only
             for batch in generate(step, tok, counts, Sampling(), 1024, s):
                 syn += batch
                 bar.update(len(batch))

@@ -1,0 +1,1 @@
+"""The benchmarks: generation speed, quantization/export parity, ingest throughput. Each prints its figures."""
