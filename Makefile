@@ -7,7 +7,7 @@ OUT     ?= out
 NDPI    ?= ../shared/data/ndpi
 EPOCHS  ?= 80
 
-.PHONY: setup demo test bench bench-ingest export-int8 clean
+.PHONY: setup demo test bench export-int8 clean
 
 $(BIN)/ntg-edge: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -23,8 +23,8 @@ demo: setup
 	$(NTG) split $(OUT)/demo/flows.parquet --cap-per-file 500 --out $(OUT)/demo
 	$(NTG) train $(OUT)/demo/train.parquet --model llama --epochs 45 --out $(OUT)/demo/run
 	$(NTG) generate $(OUT)/demo/run --counts-from $(OUT)/demo/train.parquet --out $(OUT)/demo/synthetic.parquet
-	$(NTG) evaluate --real $(OUT)/demo/test.parquet --synthetic $(OUT)/demo/synthetic.parquet \
-		--train $(OUT)/demo/train.parquet --json $(OUT)/demo/report.json
+	$(NTG) evaluate --real-test $(OUT)/demo/test.parquet --synthetic $(OUT)/demo/synthetic.parquet \
+		--real-train $(OUT)/demo/train.parquet --json $(OUT)/demo/report.json
 
 test: setup
 	$(BIN)/pytest -q
@@ -39,15 +39,16 @@ bench: setup
 	$(NTG) train $(OUT)/ndpi/train.parquet --model llama --epochs $(EPOCHS) --out $(OUT)/ndpi/run
 	for s in $(DRAWS); do $(NTG) generate $(OUT)/ndpi/run --counts-from $(OUT)/ndpi/train.parquet --seed $$s \
 		--out $(OUT)/ndpi/synthetic-$$s.parquet || exit 1; done
-	$(NTG) evaluate --real $(OUT)/ndpi/test.parquet $(foreach s,$(DRAWS),--synthetic $(OUT)/ndpi/synthetic-$(s).parquet) \
-		--train $(OUT)/ndpi/train.parquet --json $(OUT)/ndpi/report.json
+	$(NTG) evaluate --real-test $(OUT)/ndpi/test.parquet \
+		$(foreach s,$(DRAWS),--synthetic $(OUT)/ndpi/synthetic-$(s).parquet) \
+		--real-train $(OUT)/ndpi/train.parquet --json $(OUT)/ndpi/report.json
 	@echo "-- the same with $(SCALE)x as many synthetic flows (synthetic data is cheap: what augmentation would use)"
 	for s in $(DRAWS); do $(NTG) generate $(OUT)/ndpi/run --counts-from $(OUT)/ndpi/train.parquet --scale $(SCALE) \
 		--seed $$s --out $(OUT)/ndpi/synthetic$(SCALE)x-$$s.parquet || exit 1; done
-	$(NTG) evaluate --real $(OUT)/ndpi/test.parquet \
+	$(NTG) evaluate --real-test $(OUT)/ndpi/test.parquet \
 		$(foreach s,$(DRAWS),--synthetic $(OUT)/ndpi/synthetic$(SCALE)x-$(s).parquet) \
-		--train $(OUT)/ndpi/train.parquet --json $(OUT)/ndpi/report$(SCALE)x.json
-	$(BIN)/python bench/ingest.py $(NDPI)/pcaps
+		--real-train $(OUT)/ndpi/train.parquet --json $(OUT)/ndpi/report$(SCALE)x.json
+	$(NTG) bench ingest $(NDPI)/pcaps --json $(OUT)/ndpi/ingest.json
 	$(NTG) bench speed $(OUT)/ndpi/run --json $(OUT)/ndpi/speed.json
 
 # An int8 ONNX bundle of a trained run: what `ntg-edge generate BUNDLE ...` runs at the edge without torch.

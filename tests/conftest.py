@@ -1,3 +1,8 @@
+"""Shared fixtures. Two corpora: the captures this project ships (data/captures, five services, always present: the
+default for every test) and the nDPI corpus beside the checkout (../shared/data/ndpi: the cross-checks that need it,
+skipped where it is absent). One tiny model, trained once per session on the shipped captures, serves every test
+that needs a model, a quantized run or a bundle."""
+
 from __future__ import annotations
 
 import os
@@ -6,53 +11,61 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+CAPTURES = ROOT / "data" / "captures"
 NDPI = Path(os.environ.get("NTG_NDPI", ROOT.parent / "shared" / "data" / "ndpi"))
+# A model small enough to train in seconds; 2 layers so that the cache of more than one layer is exercised.
+TINY = {"dim": 32, "ffn_dim": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.1}
+
+
+@pytest.fixture(scope="session")
+def demo_flows():
+    """(flows, report): the shipped captures, labelled by folder (dns, http, https, ssh, video)."""
+    from ntg_edge.runtime.ingest import ingest_paths
+
+    return ingest_paths([CAPTURES], label_from="folder", progress=False, warn=lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def demo_split(demo_flows):
+    """(train, test) of the shipped captures, split as `make demo` splits them."""
+    from ntg_edge.runtime.split import SplitConfig, split_flows
+
+    train, test, _ = split_flows(demo_flows[0], SplitConfig(cap_per_file=500))
+    return train, test
+
+
+@pytest.fixture(scope="session")
+def tiny_run(demo_split, tmp_path_factory) -> Path:
+    """A run directory: TINY trained for 3 epochs on the shipped captures' training split (16 packets per flow)."""
+    from ntg_edge.train.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    train(demo_split[0], out, TINY, TrainConfig(epochs=3, val_flows_per_class=10, max_packets=16),
+          log=lambda *_: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundles(tiny_run, tmp_path_factory) -> dict[str, Path]:
+    """{"fp32": BUNDLE, "int8": BUNDLE} exported from tiny_run."""
+    from ntg_edge.export.bundle import export_bundle
+
+    root = tmp_path_factory.mktemp("tiny_bundles")
+    return {name: export_bundle(tiny_run, root / name, int8=name == "int8", log=lambda *_: None)
+            for name in ("fp32", "int8")}
 
 
 @pytest.fixture(scope="session")
 def ndpi() -> Path:
     """The nDPI capture corpus beside the checkout (never copied into the project)."""
     if not (NDPI / "pcaps").is_dir():
-        pytest.skip(f"real corpus not found at {NDPI} (set NTG_NDPI)")
+        pytest.skip(f"nDPI corpus not found at {NDPI} (set NTG_NDPI): the cross-checks against it need it")
     return NDPI
 
 
 @pytest.fixture(scope="session")
 def ndpi_flows(ndpi: Path):
-    """(flows, report): the whole corpus ingested once per session with its labels CSV (about 3 s)."""
+    """(flows, report): the whole nDPI corpus ingested once per session with its labels CSV (about 3 s)."""
     from ntg_edge.runtime.ingest import ingest_paths
 
     return ingest_paths([ndpi / "pcaps"], labels=ndpi / "labels.csv.gz", progress=False, warn=lambda message: None)
-
-
-@pytest.fixture(scope="session")
-def bench_split(ndpi_flows):
-    """(train, test): the standard benchmark split of the corpus, with the CLI's defaults."""
-    from ntg_edge.runtime.split import split_flows
-
-    train, test, _ = split_flows(ndpi_flows[0])
-    return train, test
-
-
-# -- a tiny model on real flows, shared by tests/test_quantize.py and tests/test_bench.py -----------------------------
-TINY_Q = {"dim": 32, "hidden": 64, "n_layers": 1, "n_heads": 2, "dropout": 0.1}
-
-
-@pytest.fixture(scope="session")
-def tiny_flows(bench_split) -> tuple[list, list]:
-    """(train, test) of the benchmark split's four largest classes."""
-    from collections import Counter
-
-    real, test = bench_split
-    top = [c for c, _ in Counter(f.label for f in real).most_common(4)]
-    return [f for f in real if f.label in top][:240], [f for f in test if f.label in top][:80]
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tiny_flows, tmp_path_factory) -> Path:
-    from ntg_edge.train.train import TrainConfig, train
-
-    out = tmp_path_factory.mktemp("qrun_src")
-    train(tiny_flows[0], out, TINY_Q, TrainConfig(epochs=1, val_flows_per_class=10), max_packets=16,
-          log=lambda *_: None)
-    return out

@@ -1,4 +1,4 @@
-"""ONNX export and model bundles, on a tiny model trained on real flows of the nDPI corpus.
+"""ONNX export and model bundles, on the tiny model trained on real flows of the shipped captures.
 
 torch vs ONNX Runtime parity (fp32 and int8), the hash-checked bundle, and generating from a bundle where torch
 cannot be imported at all.
@@ -19,42 +19,29 @@ import torch
 from click.testing import CliRunner
 
 from ntg_edge.appliance.cli import main
-from ntg_edge.export.parity import same_flows
-from ntg_edge.runtime.bundle import MANIFEST, MODEL, BundleError, load_bundle
+from ntg_edge.bench.parity import same_flows
+from ntg_edge.runtime.bundle import MODEL, BundleError, load_bundle
+from ntg_edge.runtime.manifest import MANIFEST
 from ntg_edge.runtime.flows import Flow, read_flows
 from ntg_edge.runtime.sampler import Sampling, generate, sample
 from ntg_edge.train.checkpoint import load_run
-from ntg_edge.train.train import TrainConfig, train
 
-TINY = {"dim": 32, "hidden": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.1}
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def flows(bench_split) -> list[Flow]:
-    """Training flows of the benchmark split's four largest classes."""
-    real = bench_split[0]
-    top = [c for c, _ in Counter(f.label for f in real).most_common(4)]
-    return [f for f in real if f.label in top][:240]
+def flows(demo_split) -> list[Flow]:
+    return demo_split[0]
 
 
 @pytest.fixture(scope="module")
-def run(flows, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    train(flows, out, TINY, TrainConfig(epochs=1, val_flows_per_class=10), max_packets=16, log=lambda *_: None)
-    return out
+def run(tiny_run) -> Path:
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
-def bundles(run, tmp_path_factory) -> dict[str, Path]:
-    """fp32 and int8 bundles, written through the CLI."""
-    root = tmp_path_factory.mktemp("bundles")
-    out = {}
-    for name, extra in (("fp32", []), ("int8", ["--int8"])):
-        res = CliRunner().invoke(main, ["export", str(run), "--format", "onnx", *extra, "--out", str(root / name)])
-        assert res.exit_code == 0, res.output
-        out[name] = root / name
-    return out
+def bundles(tiny_bundles) -> dict[str, Path]:
+    return tiny_bundles
 
 
 def _real_sequences(flows, tok, t: int = 8, n: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +54,7 @@ def _stepwise(step, toks, bins) -> tuple[np.ndarray, np.ndarray]:
     """Feed real sequences one token at a time through a bundle's step function (decode path, growing cache)."""
     past, logits, iat_logits = None, [], []
     for i in range(toks.shape[1]):
-        lg, il, past = step(toks[:, i : i + 1], bins[:, i : i + 1], past)
+        lg, il, past = step.step(toks[:, i : i + 1], bins[:, i : i + 1], past)
         logits.append(lg)
         iat_logits.append(il)
     return np.stack(logits, 1), np.stack(iat_logits, 1)
@@ -96,7 +83,7 @@ def test_onnx_matches_torch_on_real_flows(run, bundles, flows):
     assert np.abs(got - ref).max() < 1e-3
     assert np.abs(got_iat - ref_iat).max() < 1e-3
     # prefill: the same graph takes a whole sequence with an empty past and returns the last position
-    lg, il, _ = step(toks, bins, None)
+    lg, il, _ = step.step(toks, bins, None)
     assert np.abs(lg - ref[:, -1]).max() < 1e-3
 
 
@@ -126,7 +113,7 @@ def test_in_graph_sampler_picks_what_numpy_picks(bundles, flows):
     u = np.random.default_rng(0).random((len(toks), 2), dtype=np.float32)
     ban = np.zeros(tok.vocab_size, np.float32)
     ban[: tok.packet_base] = -np.inf  # packets only
-    logits, iat_logits, _ = engine(toks, bins, None)
+    logits, iat_logits, _ = engine.step(toks, bins, None)
     ids, iat_bins, _ = engine.sample_step(toks, bins, None, u, 0.8, ban)
     want = sample(logits, Sampling(0.8), u[:, 0], ban)
     assert (ids >= tok.packet_base).all()
@@ -134,8 +121,8 @@ def test_in_graph_sampler_picks_what_numpy_picks(bundles, flows):
     assert (iat_bins == sample(iat_logits, Sampling(0.8), u[:, 1])).mean() > 0.99
 
     class NumpyOnly:  # the same engine, its logits sampled in numpy
-        def __call__(self, *args):
-            return engine(*args)
+        samples, provider = False, engine.provider
+        step, select = engine.step, engine.select
 
     counts = {c: 16 for c in tok.classes}
     a = [f for batch in generate(engine, tok, counts, seed=3) for f in batch]
@@ -205,7 +192,7 @@ def test_tensorrt_reports_when_missing(bundles):
     from ntg_edge.export.tensorrt import TensorRTUnavailable, build_engine
 
     with pytest.raises(TensorRTUnavailable, match="TensorRT is not installed"):
-        build_engine(bundles["fp32"] / MODEL, "/nonexistent.plan", n_layers=2, n_heads=2, head_dim=16, block_size=18)
+        build_engine(bundles["fp32"] / MODEL, "/nonexistent.plan", n_heads=2, head_dim=16, block_size=18)
 
 
 def test_graphs_use_fused_ops_and_one_int8_token_table(run, bundles):

@@ -1,4 +1,5 @@
-"""Tokenizer, model, sampler, metrics and the train -> generate -> evaluate path, on real flows of the nDPI corpus."""
+"""Tokenizer, model, sampler, metrics, the checkpoint rule and the train -> generate -> evaluate path, on real flows of
+the shipped captures (data/captures)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import json
 from collections import Counter
 
 import numpy as np
-import pytest
 import torch
 from click.testing import CliRunner
 
@@ -16,32 +16,17 @@ from ntg_edge.runtime.flows import Flow, read_flows, write_flows
 from ntg_edge.runtime.sampler import Sampling, generate, sample
 from ntg_edge.runtime.tokenizer import EOS, Tokenizer
 from ntg_edge.train.checkpoint import load_run
+from ntg_edge.train.config import ModelConfig
 from ntg_edge.train.data import pad
-from ntg_edge.train.generate import torch_step
-from ntg_edge.train.model import ModelConfig, Transformer
-from ntg_edge.train.train import TrainConfig, ema_update, train
+from ntg_edge.train.engine import TorchEngine
+from ntg_edge.train.model import Transformer
+from ntg_edge.train.train import CheckpointRule, ema_update
 
-TINY = {"dim": 32, "hidden": 64, "n_layers": 2, "n_heads": 4, "dropout": 0.1}
-
-
-@pytest.fixture(scope="module")
-def small(bench_split) -> tuple[list[Flow], list[Flow]]:
-    """Train/test flows of the five largest benchmark classes: enough to learn something in seconds."""
-    train_flows, test_flows = bench_split
-    top = [c for c, _ in Counter(f.label for f in train_flows).most_common(5)]
-    return [f for f in train_flows if f.label in top], [f for f in test_flows if f.label in top]
+from conftest import TINY
 
 
-@pytest.fixture(scope="module")
-def run_dir(small, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    summary = train(small[0], out, TINY, TrainConfig(epochs=3, val_flows_per_class=20), max_packets=32,
-                    log=lambda *_: None)
-    return out, summary
-
-
-def test_tokenizer_round_trip_on_real_flows(ndpi_flows):
-    flows = [f for f in ndpi_flows[0] if f.pl][:3000]
+def test_tokenizer_round_trip_on_real_flows(demo_flows):
+    flows = [f for f in demo_flows[0] if f.pl]
     tok = Tokenizer(classes=tuple(sorted({f.label for f in flows})))
     for f in flows:
         toks, bins = tok.encode(f)
@@ -62,9 +47,9 @@ def test_tokenizer_clips_oversized_payloads():
     assert tok.decode(toks[1:], bins[1:], "a").pl == [0, 1500, 1500]
 
 
-def test_kv_cache_steps_match_full_forward(ndpi_flows):
+def test_kv_cache_steps_match_full_forward(demo_flows):
     """Generation's one-token steps with the cache must reproduce the training forward exactly."""
-    flows = [f for f in ndpi_flows[0] if len(f.pl) >= 12][:8]
+    flows = [f for f in demo_flows[0] if len(f.pl) >= 12][:8]
     tok = Tokenizer(classes=tuple(sorted({f.label for f in flows})), max_packets=12)
     torch.manual_seed(0)
     model = Transformer(ModelConfig(tok.vocab_size, tok.iat_bins, tok.block_size, **TINY)).eval()
@@ -95,30 +80,30 @@ def test_sampling_filters():
     assert abs((draws[:, 0] == 0).mean() - 0.5) < 0.05
 
 
-def test_flows_keep_their_randomness_when_others_end_early(run_dir):
+def test_flows_keep_their_randomness_when_others_end_early(tiny_run):
     """Uniforms are dealt per flow, not per live row: rows that end early (and are dropped from the batch) must not
     change the other flows of the same seed, or an engine whose numbers differ slightly would re-deal them all."""
-    model, tok = load_run(run_dir[0])
-    step = torch_step(model)
+    model, tok = load_run(tiny_run)
+    engine = TorchEngine(model)
 
-    class EndFirstRows:  # the same model, but the first 16 of 40 flows end at their first step: dropped at once
+    class EndFirstRows(TorchEngine):  # the same model, but the first 16 of 40 flows end at their first step
         first = True
 
-        def __call__(self, tokens, iats, past):
-            logits, iat_logits, present = step(tokens, iats, past)
+        def step(self, tokens, iats, state):
+            logits, iat_logits, state = super().step(tokens, iats, state)
             if self.first:
                 logits[:16], logits[:16, EOS], self.first = -np.inf, 0.0, False
-            return logits, iat_logits, present
+            return logits, iat_logits, state
 
     counts = {c: 8 for c in tok.classes}
-    a = [f for batch in generate(step, tok, counts, seed=5) for f in batch]
-    b = [f for batch in generate(EndFirstRows(), tok, counts, seed=5) for f in batch]
+    a = [f for batch in generate(engine, tok, counts, seed=5) for f in batch]
+    b = [f for batch in generate(EndFirstRows(model), tok, counts, seed=5) for f in batch]
     assert not any(f.pl for f in b[:16]) and any(f.pl for f in a[:16])
     assert [(f.pl, f.dir, f.iat) for f in a[16:]] == [(f.pl, f.dir, f.iat) for f in b[16:]]
 
 
-def test_metrics_floor_and_ceiling(small):
-    train_flows, test_flows = small
+def test_metrics_floor_and_ceiling(demo_split):
+    train_flows, test_flows = demo_split
     same = metrics.fidelity(test_flows, test_flows, train=test_flows)
     assert same["1gram_jsd"] == same["2gram_jsd"] == same["markov_jsd"] == same["pkt_count_jsd"] == 0
     assert same["uniq_align"] == 1 and same["leakage"] == 1 and same["copy_rate"] == 1
@@ -132,20 +117,47 @@ def test_metrics_floor_and_ceiling(small):
     assert metrics.train_test_f1(wrong, test_flows) < metrics.train_test_f1(train_flows, test_flows)
 
 
-def test_training_writes_a_pickle_free_run(run_dir):
-    out, summary = run_dir
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "history.yaml", "model.safetensors"]
-    assert len(summary["history"]) == 3
-    sel = summary["selected"]
-    assert sel["val_copy_rate"] <= summary["natural_copy_rate"] or sel is summary["history"][-1]
+def test_training_writes_a_pickle_free_run(tiny_run):
+    import yaml
+
+    assert sorted(p.name for p in tiny_run.iterdir()) == ["config.yaml", "history.yaml", "manifest.json",
+                                                           "model.safetensors"]
+    history = yaml.safe_load((tiny_run / "history.yaml").read_text())
+    cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    sel = cfg["selected"]
+    assert sel in history and (sel["val_copy_rate"] <= cfg["natural_copy_rate"] or sel == history[-1])
 
 
-def test_generation_is_valid_and_seeded(run_dir):
-    model, tok = load_run(run_dir[0])
+def _rows(*scores):
+    """Made-up epochs: (val TSTR, copy rate, val loss) each."""
+    return [{"epoch": i + 1, "val_tstr": t, "val_copy_rate": c, "val_loss": v} for i, (t, c, v) in enumerate(scores)]
+
+
+def test_checkpoint_rule_keeps_the_best_eligible_epoch():
+    rule = CheckpointRule(natural_copy_rate=0.5, patience=10)
+    rows = _rows((0.6, 0.2, 3.0), (0.8, 0.7, 2.9), (0.7, 0.5, 2.8), (0.75, 0.4, 2.7), (0.74, 0.1, 2.6))
+    kept = [rule.update(r)[0] for r in rows]
+    # epoch 2 has the best TSTR but copies more than the natural rate; equal to the natural rate is allowed
+    assert kept == [True, False, True, True, False] and rule.best["epoch"] == 4
+
+
+def test_checkpoint_rule_stops_after_patience_without_progress():
+    rule = CheckpointRule(natural_copy_rate=0.5, patience=2)
+    rows = _rows((0.6, 0.1, 3.0), (0.5, 0.1, 2.5), (0.5, 0.1, 2.6), (0.5, 0.1, 2.7), (0.9, 0.1, 1.0))
+    stops = [rule.update(r)[1] for r in rows[:4]]
+    # epoch 2 lowers the loss (progress), epochs 3 and 4 neither lower it nor beat TSTR 0.6
+    assert stops == [False, False, False, True] and rule.best["epoch"] == 1
+    never = CheckpointRule(natural_copy_rate=0.0, patience=5)
+    assert not any(never.update(r)[0] for r in _rows((0.9, 0.3, 1.0), (0.95, 0.2, 0.9))) and never.best is None
+
+
+def test_generation_is_valid_and_seeded(tiny_run):
+    model, tok = load_run(tiny_run)
     counts = {c: 30 for c in tok.classes}
-    a = [f for b in generate(torch_step(model), tok, counts, batch_size=64, seed=7) for f in b]
-    b = [f for b in generate(torch_step(model), tok, counts, batch_size=64, seed=7) for f in b]
-    c = [f for b in generate(torch_step(model), tok, counts, batch_size=64, seed=8) for f in b]
+    a = [f for b in generate(TorchEngine(model), tok, counts, batch_size=64, seed=7) for f in b]
+    b = [f for b in generate(TorchEngine(model), tok, counts, batch_size=64, seed=7) for f in b]
+    c = [f for b in generate(TorchEngine(model), tok, counts, batch_size=64, seed=8) for f in b]
     assert Counter(f.label for f in a) == Counter(counts)
     assert [f.signed() for f in a] == [f.signed() for f in b]
     assert [f.signed() for f in a] != [f.signed() for f in c]
@@ -155,14 +167,14 @@ def test_generation_is_valid_and_seeded(run_dir):
         assert f.iat[0] == 0 and min(f.iat) >= 0
 
 
-def test_fixed_length_generation(run_dir):
-    model, tok = load_run(run_dir[0])
-    flows = next(generate(torch_step(model), tok, {tok.classes[0]: 16}, length=10))
+def test_fixed_length_generation(tiny_run):
+    model, tok = load_run(tiny_run)
+    flows = next(generate(TorchEngine(model), tok, {tok.classes[0]: 16}, length=10))
     assert {len(f.pl) for f in flows} == {10}
 
 
-def test_cli_generate_and_evaluate(run_dir, small, tmp_path):
-    out = run_dir[0]
+def test_cli_generate_and_evaluate(tiny_run, demo_split, tmp_path):
+    out, small = tiny_run, demo_split
     train_path, test_path = tmp_path / "train.parquet", tmp_path / "test.parquet"
     write_flows(train_path, small[0])
     write_flows(test_path, small[1])
@@ -171,8 +183,9 @@ def test_cli_generate_and_evaluate(run_dir, small, tmp_path):
     assert r.exit_code == 0, r.output
     syn = read_flows(tmp_path / "syn.parquet")
     assert Counter(f.label for f in syn) == Counter(f.label for f in small[0])
-    r = CliRunner().invoke(main, ["evaluate", "--real", str(test_path), "--synthetic", str(tmp_path / "syn.parquet"),
-                                  "--train", str(train_path), "--json", str(tmp_path / "rep.json")])
+    r = CliRunner().invoke(main, ["evaluate", "--real-test", str(test_path), "--synthetic",
+                                  str(tmp_path / "syn.parquet"), "--real-train", str(train_path),
+                                  "--json", str(tmp_path / "rep.json")])
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "rep.json").read_text())
     assert set(rep) == {"draws", "synthetic", "synthetic_sd", "real_floor", "ratio"} and rep["draws"] == 1
@@ -182,8 +195,9 @@ def test_cli_generate_and_evaluate(run_dir, small, tmp_path):
     r = CliRunner().invoke(main, ["generate", str(out), "--counts-from", str(train_path), "--seed", "4",
                                   "--out", str(tmp_path / "syn2.parquet")])
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(main, ["evaluate", "--real", str(test_path), "--synthetic", str(tmp_path / "syn.parquet"),
-                                  "--synthetic", str(tmp_path / "syn2.parquet"), "--train", str(train_path),
+    r = CliRunner().invoke(main, ["evaluate", "--real-test", str(test_path), "--synthetic",
+                                  str(tmp_path / "syn.parquet"), "--synthetic", str(tmp_path / "syn2.parquet"),
+                                  "--real-train", str(train_path),
                                   "--json", str(tmp_path / "rep2.json")])
     assert r.exit_code == 0, r.output
     rep2 = json.loads((tmp_path / "rep2.json").read_text())
@@ -196,10 +210,10 @@ def test_cli_generate_and_evaluate(run_dir, small, tmp_path):
 def test_cli_rejects_bad_input(tmp_path):
     bad = tmp_path / "flows.parquet"
     bad.write_text("not parquet")
-    r = CliRunner().invoke(main, ["evaluate", "--real", str(bad), "--synthetic", str(bad)])
+    r = CliRunner().invoke(main, ["evaluate", "--real-test", str(bad), "--synthetic", str(bad)])
     assert r.exit_code != 0 and str(bad) in r.output and "Parquet" in r.output
     r = CliRunner().invoke(main, ["generate", str(tmp_path), "--out", str(tmp_path / "x.parquet")])
-    assert r.exit_code != 0 and "not a run directory" in r.output
+    assert r.exit_code != 0 and "neither a training run nor a bundle" in r.output
 
 
 def test_weight_average_is_the_decay_weighted_mean_of_the_iterates():

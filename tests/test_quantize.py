@@ -1,4 +1,4 @@
-"""torchao int8 post-training quantization (train/quantize.py) on a tiny model trained on real nDPI flows."""
+"""torchao int8 post-training quantization (train/quantize.py) on the tiny model trained on the shipped captures."""
 
 from __future__ import annotations
 
