@@ -6,7 +6,10 @@ without growing the packet vocabulary.
 
 Ids: 0 <PAD>, 1 <EOS>, 2 .. 2+C-1 class tokens, then packet tokens: upstream lengths 0..max_len, downstream 0..max_len.
 A payload longer than max_len (a jumbo frame, or a segmentation-offload super-packet in a capture taken on the
-sending host) is clipped to max_len: the tokenizer is exact for in-range flows and saturates above.
+sending host) is clipped to max_len: the tokenizer is exact for in-range flows and saturates above. What has no token
+is refused with a ValueError instead of becoming another token: a negative payload length (it would become another
+packet's or a class's id), a direction other than +1/-1, a class outside the model's list, an inter-arrival time that is
+negative or not finite.
 """
 
 from __future__ import annotations
@@ -59,12 +62,24 @@ class Tokenizer:
         try:
             return N_SPECIAL + self.classes.index(label)
         except ValueError:
-            raise KeyError(f"class {label!r} is not one of the model's {self.n_classes} classes") from None
+            raise ValueError(f"class {label!r} is not one of the model's {self.n_classes} classes") from None
 
     def packet_tokens(self, dirs: np.ndarray, pls: np.ndarray) -> np.ndarray:
-        pl = np.minimum(np.asarray(pls, dtype=np.int64), self.max_len)
-        down = (np.asarray(dirs) == DOWN).astype(np.int64)
-        return self.packet_base + down * (self.max_len + 1) + pl
+        """(dir, pl) -> ids; pl above max_len is clipped, a negative pl or a dir other than +1/-1 is refused."""
+        pl, dirs = np.asarray(pls), np.asarray(dirs)
+        if pl.size and pl.dtype.kind not in "iu":  # a cast would truncate 2.5 to 2 silently
+            raise ValueError(f"payload lengths are {pl.dtype}, expected integers")
+        pl = pl.astype(np.int64)
+        if pl.shape != dirs.shape:
+            raise ValueError(f"{pl.size} payload lengths but {dirs.size} directions (expected one per packet)")
+        bad = np.flatnonzero(pl < 0)
+        if bad.size:
+            raise ValueError(f"packet {bad[0]}: payload length {pl[bad[0]]} is negative (no token represents it)")
+        bad = np.flatnonzero((dirs != UP) & (dirs != DOWN))
+        if bad.size:
+            raise ValueError(f"packet {bad[0]}: direction {dirs[bad[0]]!r} is not +1 or -1")
+        down = (dirs == DOWN).astype(np.int64)
+        return self.packet_base + down * (self.max_len + 1) + np.minimum(pl, self.max_len)
 
     def is_packet(self, ids: np.ndarray) -> np.ndarray:
         return ids >= self.packet_base
@@ -88,15 +103,25 @@ class Tokenizer:
 
     # -- flows <-> sequences ---------------------------------------------------------------------------------------
     def encode(self, flow: Flow) -> tuple[np.ndarray, np.ndarray]:
-        """Flow -> (token ids, iat bins), both of length len(packets) + 2: class, packets, <EOS>."""
+        """Flow -> (token ids, iat bins), both of length len(packets) + 2: class, packets, <EOS>. Raises ValueError,
+        naming the flow's class, for what has no token (see the module doc) or unaligned pl/dir/iat."""
+        if not len(flow.pl) == len(flow.dir) == len(flow.iat):
+            raise ValueError(f"flow of class {flow.label!r}: {len(flow.pl)} payload lengths, {len(flow.dir)} "
+                             f"directions, {len(flow.iat)} inter-arrivals (expected one of each per packet)")
         n = min(len(flow.pl), self.max_packets)
         toks = np.empty(n + 2, dtype=np.int64)
         bins = np.zeros(n + 2, dtype=np.int64)
         toks[0] = self.class_token(flow.label)
-        toks[1 : n + 1] = self.packet_tokens(flow.dir[:n], flow.pl[:n])
+        try:
+            toks[1 : n + 1] = self.packet_tokens(flow.dir[:n], flow.pl[:n])
+        except ValueError as e:
+            raise ValueError(f"flow of class {flow.label!r}: {e}") from None
         toks[n + 1] = EOS
         if n:
-            bins[1 : n + 1] = self.iat_to_bin(flow.iat[:n])
+            iat = np.asarray(flow.iat[:n], dtype=np.float64)
+            if not (np.isfinite(iat) & (iat >= 0)).all():
+                raise ValueError(f"flow of class {flow.label!r}: an inter-arrival time is negative or not finite")
+            bins[1 : n + 1] = self.iat_to_bin(iat)
             bins[1] = 0  # the first packet has no predecessor
         return toks, bins
 
