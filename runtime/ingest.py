@@ -71,13 +71,15 @@ def assemble(
     idle_timeout: float = 120.0,
     active_timeout: float = 1800.0,
     tcp_end: bool = True,
+    on_packet: Callable[[Flow], None] | None = None,
 ) -> Iterator[Flow]:
     """Yield each bidirectional flow of `packets` (time-ordered) as soon as it is finished, the rest at the end.
 
     Every packet counts in `packets`/`bytes`; only the first `max_packets` are kept in `pl`/`dir`/`iat`. With
-    `tcp_end`, TCP FIN/RST end a flow (module docstring); without, only the timeouts do.
+    `tcp_end`, TCP FIN/RST end a flow (module docstring); without, only the timeouts do. `on_packet(flow)` is called
+    with the still-open flow after each of its packets (live classification of a flow before it ends).
     """
-    for flow, _ in _assemble(packets, file, max_packets, idle_timeout, active_timeout, tcp_end):
+    for flow, _ in _assemble(packets, file, max_packets, idle_timeout, active_timeout, tcp_end, on_packet):
         yield flow
 
 
@@ -88,6 +90,7 @@ def _assemble(
     idle_timeout: float,
     active_timeout: float,
     tcp_end: bool,
+    on_packet: Callable[[Flow], None] | None = None,
 ) -> Iterator[tuple[Flow, bool]]:
     """`assemble`, each flow with whether it continues the previous flow of its key in NFStream's eyes (always
     False without `tcp_end`)."""
@@ -131,6 +134,8 @@ def _assemble(
                 flow.iat.append(p.ts - o.last)
             o.last = p.ts
             table.move_to_end(key)
+        if on_packet is not None:
+            on_packet(o.flow)
         if tcp_end and p.proto == _TCP and p.flags & (_FIN | _RST):
             if p.flags & _RST:
                 end = True
@@ -293,7 +298,7 @@ def ingest_paths(
     table = Labels.from_csv(labels) if labels is not None else None
     report = IngestReport()
     flows: list[Flow] = []
-    for path in tqdm(files, desc="ingest", unit="file", disable=not progress):
+    for path in tqdm(files, desc="ingest", unit="file", disable=None if progress else True):  # bars on a terminal
         try:
             capture = open_file(path, bpf)
         except CaptureError as e:

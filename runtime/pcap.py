@@ -13,6 +13,7 @@ from __future__ import annotations
 import mmap
 import socket
 import struct
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -230,24 +231,66 @@ class Capture:
             self.error = str(e)
 
 
-def _libpcap_records(handle, deadline: float | None) -> Iterator[Record]:
-    """Records from a libpcap handle; `deadline` (a time.monotonic() value) ends a live capture."""
+def _libpcap_records(handle, deadline: float | None, stop: threading.Event | None = None) -> Iterator[Record]:
+    """Records from a libpcap handle; `deadline` (a time.monotonic() value) or `stop` being set ends a live capture."""
     # next() rather than next_batch(): a batch that hits a read error loses all its packets, a truncated last
     # record must cost only that record.
-    dlt, read, records = handle.datalink(), handle.next, 0
-    while deadline is None or time.monotonic() < deadline:
+    dlt, read = handle.datalink(), handle.next
+    while (deadline is None or time.monotonic() < deadline) and not (stop is not None and stop.is_set()):
         try:
             header, data = read()
         except pcapy.PcapError as e:
-            raise Damaged(f"{e} (kept the {records} records before it)") from None
+            raise Damaged(str(e)) from None
         if header is None:
             if deadline is None:
                 return  # end of file
             time.sleep(_POLL)  # live, non-blocking: nothing to read yet
             continue
-        records += 1
         sec, usec = header.getts()
         yield dlt, sec + usec * 1e-6, data
+
+
+_PCAP_ORDER = {b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">",  # microseconds
+               b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\x3c\x4d": ">",  # nanoseconds
+               b"\x34\xcd\xb2\xa1": "<", b"\xa1\xb2\xcd\x34": ">"}  # Kuznetzov's: 24-byte record headers
+_MAX_CAPLEN = {231: 128 << 20, 249: 1 << 20, 279: 8 << 20}  # libpcap's limit where not 262144: D-Bus, USBPcap, EBHSCR
+
+
+def _classic_damage(path: str | Path, why: str) -> str:
+    """libpcap's reason for stopping in a pcap file, with where it stopped and how much was left: libpcap does not
+    say, and with a BPF filter the records it returned do not tell either. The record headers are walked with
+    libpcap's rules (version 2.0-2.3 files may have captured and original length swapped; a captured length over
+    libpcap's limit is an error) to the first record it refuses or the end of the file cuts short."""
+    with open(path, "rb") as f:
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if f.seek(0, 2) else b""
+    order = _PCAP_ORDER.get(buf[:4])
+    if order is None or len(buf) < 24:
+        return why
+    step = 24 if buf[:4] in (b"\x34\xcd\xb2\xa1", b"\xa1\xb2\xcd\x34") else 16
+    major, minor = struct.unpack_from(order + "HH", buf, 4)
+    swapped = (major == 2 and minor < 3) or major == 543  # DG/UX tcpdump writes 543.0
+    maybe_swapped = major == 2 and minor == 3
+    limit = _MAX_CAPLEN.get(struct.unpack_from(order + "I", buf, 20)[0] & 0x03FFFFFF, 262144)  # low bits: link type
+    pos, records, lengths = 24, 0, struct.Struct(order + "II")
+    while pos + step <= len(buf):
+        caplen, length = lengths.unpack_from(buf, pos + 8)
+        if swapped or (maybe_swapped and caplen > length):
+            caplen = length
+        if caplen > limit or pos + step + caplen > len(buf):
+            break
+        pos += step + caplen
+        records += 1
+    if pos == len(buf):  # every record is whole: libpcap stopped for a reason of its own (a read error)
+        return why
+    return f"damaged after {records} packets at byte {pos:,}: {len(buf) - pos:,} bytes not read ({why})"
+
+
+def _located(records: Iterator[Record], path: str | Path) -> Iterator[Record]:
+    """`records` of the pcap file `path`, whose damage, if any, is located in the file."""
+    try:
+        yield from records
+    except Damaged as e:
+        raise Damaged(_classic_damage(path, str(e))) from None
 
 
 # ---------------------------------------------------------------- pcapng
@@ -436,16 +479,17 @@ def open_file(path: str | Path, bpf: str | None = None) -> Capture:
     except pcapy.PcapError as e:
         raise CaptureError(f"{path}: {e}") from None
     _set_filter(handle, bpf)
-    return Capture(_libpcap_records(handle, None), str(path))
+    return Capture(_located(_libpcap_records(handle, None), path), str(path))
 
 
-def open_live(interface: str, duration: float, bpf: str | None = None, snaplen: int = 65535) -> Capture:
-    """Capture from `interface` for `duration` seconds (promiscuous). Raises CaptureError naming the interface, or
-    ValueError for a BPF filter that does not compile."""
+def open_live(interface: str, duration: float, bpf: str | None = None, snaplen: int = 65535,
+              stop: threading.Event | None = None) -> Capture:
+    """Capture from `interface` for `duration` seconds (promiscuous; math.inf = until `stop` is set). Raises
+    CaptureError naming the interface, or ValueError for a BPF filter that does not compile."""
     try:
         handle = pcapy.open_live(interface, snaplen, 1, 100)
         handle.setnonblock(1)  # a blocking read can wait forever on a quiet interface and miss the deadline
     except pcapy.PcapError as e:
         raise CaptureError(str(e) if interface in str(e) else f"{interface}: {e}") from None
     _set_filter(handle, bpf)
-    return Capture(_libpcap_records(handle, time.monotonic() + duration), interface)
+    return Capture(_libpcap_records(handle, time.monotonic() + duration, stop), interface)

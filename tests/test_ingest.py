@@ -22,7 +22,7 @@ from ntg_edge.appliance.cli import main
 from ntg_edge.runtime.flows import Flow, read_flows, write_flows
 from ntg_edge.runtime.ingest import Labels, assemble, ingest_paths
 from ntg_edge.runtime.pcap import GTP, Packet, decode, open_file
-from ntg_edge.runtime.split import split_flows
+from ntg_edge.runtime.split import SplitConfig, split_flows
 
 # ---------------------------------------------------------------- byte-level capture builders
 
@@ -130,7 +130,10 @@ def test_corpus_reads_without_crash(ndpi_flows):
     snap length, is read whole (libpcap, and NFStream on it, stop at that interface after 744 of 3,443 packets)."""
     flows, report = ndpi_flows
     assert report.files == 622 and report.failed == []
-    assert len(report.warnings) == 3 and all("truncated" in w for w in report.warnings)
+    assert sorted(w.split("/")[-1].split(" (")[0] for w in report.warnings) == [
+        "KakaoTalk_chat.pcap: damaged after 347 packets at byte 77,512: 312 bytes not read",
+        "KakaoTalk_talk.pcap: damaged after 3203 packets at byte 487,064: 360 bytes not read",
+        "fuzz-2021-10-13.pcap: damaged after 1 packets at byte 237: 2 bytes not read"]  # as many as Wireshark reads
     assert report.packets > 200_000 and report.flows == len(flows) > 11_000
     assert report.skipped["IP fragment"] > 0  # non-first fragments are counted, not assembled
 
@@ -211,13 +214,32 @@ def test_snaplen_cut_capture_keeps_true_lengths(tmp_path):
 
 def test_truncated_last_record_is_tolerated(tmp_path):
     path = write_pcap(tmp_path / "t.pcap", conversation())
-    path.write_bytes(path.read_bytes()[:-10])  # cut inside the last record
+    data = path.read_bytes()
+    path.write_bytes(data[:-10])  # cut inside the last record
+    last = len(data) - 16 - len(conversation()[-1][1])
     capture = open_file(path)
-    assert len(list(capture)) == 4 and "truncated" in capture.error
+    assert len(list(capture)) == 4
+    assert capture.error.startswith(f"damaged after 4 packets at byte {last:,}: {len(data) - 10 - last} bytes not "
+                                    "read (truncated dump file")
     warnings = []
     flows, report = ingest_paths([path], progress=False, warn=warnings.append)
     assert report.files == 1 and not report.failed and flows[0].packets == 4
-    assert len(warnings) == 1 and "t.pcap" in warnings[0]
+    assert warnings == [f"{path}: {capture.error}"]
+
+
+def test_corrupt_record_mid_file_counts_what_is_lost(tmp_path):
+    """libpcap stops at a record whose captured length is out of bounds, without saying where; the warning does, and
+    with a BPF filter too (libpcap then returns fewer records than the file has before the damage)."""
+    path = write_pcap(tmp_path / "c.pcap", conversation())
+    data = bytearray(path.read_bytes())
+    third = 24 + sum(16 + len(frame) for _, frame in conversation()[:2])
+    struct.pack_into("<I", data, third + 8, 300_000)  # over libpcap's 262,144
+    path.write_bytes(bytes(data))
+    for bpf, kept in ((None, 2), ("tcp[13] & 2 != 0", 2), ("tcp[13] == 0x12", 1)):  # all, SYN and SYN-ACK, SYN-ACK
+        capture = open_file(path, bpf)
+        assert len(list(capture)) == kept
+        assert capture.error == (f"damaged after 2 packets at byte {third}: {len(data) - third:,} bytes not read "
+                                 "(invalid packet capture length 300000, bigger than snaplen of 65535)")
 
 
 def test_garbage_file_is_a_warning_not_a_crash(tmp_path):
@@ -359,7 +381,7 @@ def test_split_caps_stratification_and_seed():
              + _labelled("DNS", "d1.pcap", 40) + _labelled("DNS", "d2.pcap", 40)
              + _labelled("Rare", "r.pcap", 19) + _labelled("Unknown", "u.pcap", 50) + _labelled("", "e.pcap", 50)
              + _labelled("Short", "s.pcap", 50, packets=2))
-    train, test, table = split_flows(flows, cap_per_file=50, cap_per_class=70, seed=1)
+    train, test, table = split_flows(flows, SplitConfig(cap_per_file=50, cap_per_class=70, seed=1))
     rows = {r.name: r for r in table}
     assert set(rows) == {"Google", "DNS"}  # Rare < 20, Unknown/empty dropped, Short < 3 packets
     assert rows["Google"].flows == 70 and rows["Google"].files == 2  # 50 (file cap) + 30, then class cap 70
@@ -367,9 +389,9 @@ def test_split_caps_stratification_and_seed():
     assert all(r.test == 14 and r.train == 56 for r in table)  # stratified 80/20
     assert {f.label for f in train + test} == {"Google", "DNS"}
     assert not {id(f) for f in flows} & {id(f) for f in train + test}  # copies: the input keeps its labels
-    again = split_flows(flows, cap_per_file=50, cap_per_class=70, seed=1)
+    again = split_flows(flows, SplitConfig(cap_per_file=50, cap_per_class=70, seed=1))
     assert [(f.file, f.src_port) for f in again[0]] == [(f.file, f.src_port) for f in train]
-    other = split_flows(flows, cap_per_file=50, cap_per_class=70, seed=2)
+    other = split_flows(flows, SplitConfig(cap_per_file=50, cap_per_class=70, seed=2))
     assert [(f.file, f.src_port) for f in other[0]] != [(f.file, f.src_port) for f in train]
 
 
