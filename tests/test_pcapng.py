@@ -78,8 +78,9 @@ SLL_V6 = bytes(14) + b"\x86\xdd" + ipv6("2001:db8::1", "2001:db8::2", 17, udp(1,
 
 
 def test_each_interface_has_its_own_link_type_snap_length_and_clock(tmp_path):
-    """libpcap stops at the second interface of such a file; every packet is read here, with its interface's link
-    type, snap length, timestamp resolution (microseconds by default, 10^-9, 2^-10) and offset."""
+    """libpcap stops at the second interface of such a file, so here, where the interfaces come first, it read no
+    packet at all; every packet is read here, with its interface's link type, snap length, timestamp resolution
+    (microseconds by default, 10^-9, 2^-10) and offset."""
     path = tmp_path / "three.pcapng"
     path.write_bytes(shb(LE) + idb(LE, ETHERNET, 65535) + idb(LE, RAW, 64, tsresol=NS)
                      + idb(LE, SLL, 0, tsresol=POW2_10, tsoffset=1000)
