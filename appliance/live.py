@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from ..runtime.flows import Flow
-from ..runtime.ingest import assemble
+from ..runtime.ingest import Assembly, assemble
 from ..runtime.pcap import CaptureError, open_live
 from .classifier import predict
 from .config import CaptureConfig
@@ -70,7 +70,7 @@ class LiveCapture:
     def _run(self, capture) -> None:
         c = self.cfg
         try:
-            for flow in assemble(capture, c.interface, c.max_packets, c.idle_timeout, c.active_timeout,
+            for flow in assemble(capture, c.interface, Assembly(c.max_packets, c.idle_timeout, c.active_timeout),
                                  on_packet=self._on_packet):
                 if id(flow) in self._early:
                     self._early.discard(id(flow))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import gzip
 import sys
+import zlib
 from collections import Counter, OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Callable, Iterable, Iterator, Literal
 from tqdm import tqdm
 
 from .flows import DOWN, UP, Flow
+from .knobs import check, knob
 from .pcap import Capture, CaptureError, Packet, open_file, open_live
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
@@ -64,13 +66,23 @@ class _Open:
         self.last_fin_up = False
 
 
+@dataclass(frozen=True)
+class Assembly:
+    """How packets become flows (module docstring): the settings ingest, live capture and `serve` share."""
+
+    max_packets: int = knob(64, "Packets kept per flow.", lo=1)
+    idle_timeout: float = knob(120.0, "Seconds without a packet that end a flow.", lo=0, lo_open=True)
+    active_timeout: float = knob(1800.0, "Seconds after which a flow is cut.", lo=0, lo_open=True)
+    tcp_end: bool = knob(True, "TCP FIN/RST end a flow (off: only the timeouts do, as in NFStream).")
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
 def assemble(
     packets: Iterable[Packet],
     file: str = "",
-    max_packets: int = 64,
-    idle_timeout: float = 120.0,
-    active_timeout: float = 1800.0,
-    tcp_end: bool = True,
+    a: Assembly = Assembly(),
     on_packet: Callable[[Flow], None] | None = None,
 ) -> Iterator[Flow]:
     """Yield each bidirectional flow of `packets` (time-ordered) as soon as it is finished, the rest at the end.
@@ -79,21 +91,19 @@ def assemble(
     `tcp_end`, TCP FIN/RST end a flow (module docstring); without, only the timeouts do. `on_packet(flow)` is called
     with the still-open flow after each of its packets (live classification of a flow before it ends).
     """
-    for flow, _ in _assemble(packets, file, max_packets, idle_timeout, active_timeout, tcp_end, on_packet):
+    for flow, _ in _assemble(packets, file, a, on_packet):
         yield flow
 
 
 def _assemble(
     packets: Iterable[Packet],
     file: str,
-    max_packets: int,
-    idle_timeout: float,
-    active_timeout: float,
-    tcp_end: bool,
+    a: Assembly,
     on_packet: Callable[[Flow], None] | None = None,
 ) -> Iterator[tuple[Flow, bool]]:
     """`assemble`, each flow with whether it continues the previous flow of its key in NFStream's eyes (always
     False without `tcp_end`)."""
+    max_packets, idle_timeout, active_timeout, tcp_end = a.max_packets, a.idle_timeout, a.active_timeout, a.tcp_end
     table: OrderedDict[tuple, _Open] = OrderedDict()  # least recently updated first, so idle flows are at the front
     ended: OrderedDict[tuple, tuple[float, float]] = OrderedDict()  # key -> (last, nf_first) of flows ended by TCP
     next_scan = 0.0
@@ -182,19 +192,24 @@ class Labels:
         """Read a gzip or plain CSV. Raises ValueError naming the file and the missing column or bad row."""
         path = Path(path)
         rows: dict[FlowKey, list[str]] = defaultdict(list)
-        opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
-        with opener(path, "rt", newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in LABEL_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ValueError(f"{path}: not a labels CSV: missing column {', '.join(missing)}")
-            for line, r in enumerate(reader, start=2):
-                try:
-                    key = _canonical(Path(r["file"]).name, int(r["protocol"]), (r["src_ip"], int(r["src_port"])),
-                                     (r["dst_ip"], int(r["dst_port"])))
-                except (TypeError, ValueError):
-                    raise ValueError(f"{path}:{line}: bad port or protocol number") from None
-                rows[key].append(r["application_name"])
+        with open(path, "rb") as f:
+            opener = gzip.open if f.read(2) == b"\x1f\x8b" else open
+        try:
+            with opener(path, "rt", newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                missing = [c for c in LABEL_COLUMNS if c not in (reader.fieldnames or [])]
+                if missing:
+                    raise ValueError(f"{path}: not a labels CSV: missing column {', '.join(missing)}")
+                for line, r in enumerate(reader, start=2):
+                    try:
+                        key = _canonical(Path(r["file"]).name, int(r["protocol"]), (r["src_ip"], int(r["src_port"])),
+                                         (r["dst_ip"], int(r["dst_port"])))
+                    except (TypeError, ValueError):
+                        raise ValueError(f"{path}:{line}: bad port or protocol number") from None
+                    rows[key].append(r["application_name"])
+        # a damaged gzip stream (zlib.error, EOFError, gzip.BadGzipFile), bytes that are not UTF-8, a broken CSV
+        except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as e:
+            raise ValueError(f"{path}: not a readable labels CSV ({type(e).__name__}: {e})") from None
         return cls(dict(rows))
 
     def take(self, flow: Flow, continues: bool = False) -> str | None:
@@ -259,9 +274,9 @@ def _labeller(path: Path, table: Labels | None, label_from: LabelFrom | None) ->
 
 
 def _collect(capture: Capture, file: str, report: IngestReport, label: Labeller, warn: Callable[[str], None],
-             max_packets: int, idle_timeout: float, active_timeout: float, tcp_end: bool) -> list[Flow]:
+             a: Assembly) -> list[Flow]:
     flows = []
-    for flow, continues in _assemble(capture, file, max_packets, idle_timeout, active_timeout, tcp_end):
+    for flow, continues in _assemble(capture, file, a):
         got = label(flow, continues)
         flow.label = got or ""
         report.unlabelled += not got
@@ -282,17 +297,14 @@ def ingest_paths(
     labels: str | Path | None = None,
     label_from: LabelFrom | None = None,
     bpf: str | None = None,
-    max_packets: int = 64,
-    idle_timeout: float = 120.0,
-    active_timeout: float = 1800.0,
-    tcp_end: bool = True,
+    a: Assembly = Assembly(),
     progress: bool = True,
     warn: Callable[[str], None] = _warn_stderr,
 ) -> tuple[list[Flow], IngestReport]:
     """Ingest capture files and directories (recursive). Labels come from a labels CSV (`labels`), from each
     capture's folder or file name (`label_from`), or not at all. A capture that cannot be opened costs one `warn`
-    line and is skipped. `tcp_end`: TCP FIN/RST end a flow (module docstring). Raises ValueError for a missing path
-    or a bad labels CSV.
+    line and is skipped; `a` says how packets become flows. Raises ValueError for a missing path or a bad labels
+    CSV.
     """
     files = find_captures(paths)
     table = Labels.from_csv(labels) if labels is not None else None
@@ -306,8 +318,7 @@ def ingest_paths(
             report.warnings.append(str(e))
             warn(str(e))
             continue
-        flows += _collect(capture, path.name, report, _labeller(path, table, label_from), warn, max_packets=max_packets,
-                          idle_timeout=idle_timeout, active_timeout=active_timeout, tcp_end=tcp_end)
+        flows += _collect(capture, path.name, report, _labeller(path, table, label_from), warn, a)
     return flows, report
 
 
@@ -315,16 +326,11 @@ def ingest_live(
     interface: str,
     duration: float,
     bpf: str | None = None,
-    max_packets: int = 64,
-    idle_timeout: float = 120.0,
-    active_timeout: float = 1800.0,
-    tcp_end: bool = True,
+    a: Assembly = Assembly(),
     warn: Callable[[str], None] = _warn_stderr,
 ) -> tuple[list[Flow], IngestReport]:
     """Capture `duration` seconds from `interface` into unlabelled flows (`file` = the interface name).
     Raises CaptureError if the interface cannot be opened (permissions, no such device, bad filter)."""
     report = IngestReport()
-    flows = _collect(open_live(interface, duration, bpf), interface, report, lambda flow, continues: None, warn,
-                     max_packets=max_packets, idle_timeout=idle_timeout, active_timeout=active_timeout,
-                     tcp_end=tcp_end)
+    flows = _collect(open_live(interface, duration, bpf), interface, report, lambda flow, continues: None, warn, a)
     return flows, report

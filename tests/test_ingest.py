@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from ntg_edge.appliance.cli import main
 from ntg_edge.runtime.flows import Flow, read_flows, write_flows
-from ntg_edge.runtime.ingest import Labels, assemble, ingest_paths
+from ntg_edge.runtime.ingest import Assembly, Labels, assemble, ingest_paths
 from ntg_edge.runtime.pcap import GTP, Packet, decode, open_file
 from ntg_edge.runtime.split import SplitConfig, split_flows
 
@@ -262,7 +262,7 @@ def _packets(*specs) -> list[Packet]:
 
 def test_assemble_directions_counts_and_iat():
     packets = _packets((0.0, False, 0, 0x12), (0.5, True, 10, 0x10), (0.75, False, 20, 0x10), (1.0, True, 30, 0x10))
-    (flow,) = assemble(packets, file="x", max_packets=3)
+    (flow,) = assemble(packets, "x", Assembly(max_packets=3))
     assert (flow.src_ip, flow.src_port) == ("10.0.0.2", 443)  # src = the first packet's sender
     assert flow.dir == [1, -1, 1] and flow.pl == [0, 10, 20] and flow.iat == [0.0, 0.5, 0.25]
     assert flow.packets == 4 and flow.bytes == 60 and flow.file == "x"
@@ -275,10 +275,10 @@ def test_assemble_timeouts_and_fin():
     """Idle and active timeouts cut a flow. An RST ends it, RST included. After FINs from both ends, a pure ACK from
     the end that did not send the last FIN is the flow's last packet; any other packet starts a new flow."""
     timeouts = _packets((0, True, 1, PSH), (1, False, 0, ACK), (200, True, 7, PSH), (250, False, 8, PSH))
-    flows = list(assemble(timeouts, idle_timeout=120, active_timeout=1800))
+    flows = list(assemble(timeouts, a=Assembly(idle_timeout=120, active_timeout=1800)))
     assert [f.packets for f in flows] == [2, 2] and flows[1].first_ts == 200
     steady = _packets(*[(t, True, 1, ACK) for t in range(0, 100, 10)])
-    assert [f.packets for f in assemble(steady, idle_timeout=60, active_timeout=45)] == [5, 5]
+    assert [f.packets for f in assemble(steady, a=Assembly(idle_timeout=60, active_timeout=45))] == [5, 5]
 
     handshake = [(0, True, 0, SYN), (1, False, 0, SYN_ACK), (2, True, 10, PSH)]
     closed = _packets(*handshake, (3, True, 0, FIN), (4, False, 0, FIN), (5, True, 0, ACK),  # the final ACK joins
@@ -301,9 +301,9 @@ def test_assemble_no_tcp_end():
     timeout stays in the same flow)."""
     packets = _packets((0, True, 1, SYN), (1, False, 0, FIN), (2, True, 0, RST), (3, True, 5, SYN),
                        (200, True, 7, ACK), (250, False, 8, ACK))
-    flows = list(assemble(packets, idle_timeout=120, active_timeout=1800, tcp_end=False))
+    flows = list(assemble(packets, a=Assembly(idle_timeout=120, active_timeout=1800, tcp_end=False)))
     assert [f.packets for f in flows] == [4, 2] and flows[1].first_ts == 200
-    assert [f.packets for f in assemble(packets, idle_timeout=120, active_timeout=1800)] == [3, 1, 2]
+    assert [f.packets for f in assemble(packets, a=Assembly(idle_timeout=120, active_timeout=1800))] == [3, 1, 2]
 
 
 def test_ended_flows_are_emitted_at_once():
