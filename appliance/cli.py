@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from ..runtime.ingest import Assembly
 from ..runtime.sampler import Sampling
 from ..runtime.split import SplitConfig
 from ..train.config import MODELS, ModelConfig, TrainConfig
@@ -46,6 +47,13 @@ def _write_flows(path: str, flows: list) -> None:
     write_flows(path, flows)
 
 
+def _check_out(path: str) -> None:
+    """Refuse an output name the flows writer does not write, before any work."""
+    from ..runtime.flows import check_output
+
+    check_output(path)
+
+
 def _write_json(path: str, rep: dict) -> None:
     import json
 
@@ -61,20 +69,12 @@ def _write_json(path: str, rep: dict) -> None:
               help="Labels CSV (gzip or plain): file, src_ip, src_port, dst_ip, dst_port, protocol, application_name.")
 @click.option("--label-from", type=click.Choice(["folder", "file"]),
               help="Label = each capture's parent folder name or file stem.")
-@click.option("--max-packets", default=64, show_default=True, type=click.IntRange(min=1),
-              help="Packets kept per flow.")
-@click.option("--idle-timeout", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Seconds without a packet that end a flow.")
-@click.option("--active-timeout", default=1800.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Seconds after which a flow is cut.")
-@click.option("--tcp-end/--no-tcp-end", default=True, show_default=True,
-              help="TCP FIN/RST end a flow (off: only the timeouts do, as in NFStream).")
+@config_options(Assembly)
 @click.option("--bpf", help="BPF filter applied while reading, e.g. 'tcp port 443'.")
 @click.option("--interface", help="Capture live from this interface instead of reading files.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Seconds of live capture.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Flows file (Parquet) to write.")
-def ingest(paths, labels, label_from, max_packets, idle_timeout, active_timeout, tcp_end, bpf, interface, duration,
-           out) -> None:
+def ingest(paths, labels, label_from, bpf, interface, duration, out, **kw) -> None:
     """Assemble captures (pcap/pcapng/cap files, directories, or a live interface) into a flows file."""
     from ..runtime.ingest import ingest_live, ingest_paths
     from ..runtime.pcap import CaptureError
@@ -85,13 +85,12 @@ def ingest(paths, labels, label_from, max_packets, idle_timeout, active_timeout,
         raise click.UsageError("give capture PATHs or --interface (with --duration), not both")
     if interface and not duration:
         raise click.UsageError("--interface needs --duration SECONDS")
-    assembly = dict(bpf=bpf, max_packets=max_packets, idle_timeout=idle_timeout, active_timeout=active_timeout,
-                    tcp_end=tcp_end)
+    _check_out(out)
     try:
         if interface:
-            flows, report = ingest_live(interface, duration, **assembly)
+            flows, report = ingest_live(interface, duration, bpf, Assembly(**kw))
         else:
-            flows, report = ingest_paths(paths, labels=labels, label_from=label_from, **assembly)
+            flows, report = ingest_paths(paths, labels, label_from, bpf, Assembly(**kw))
     except CaptureError as e:
         raise click.ClickException(str(e)) from None
     if not report.files:
@@ -101,6 +100,25 @@ def ingest(paths, labels, label_from, max_packets, idle_timeout, active_timeout,
         click.echo(line)
     _write_flows(out, flows)
     click.echo(f"{len(flows)} flows -> {out}")
+
+
+@main.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--from", "tool", required=True, type=click.Choice(["nfstream", "cesnet"]),
+              help="nfstream: NFStream's splt_direction/splt_ps/splt_piat_ms columns; cesnet: CESNET DataZoo's PPI "
+                   "arrays (IPT ms, DIR, SIZE). CSV (plain or gzip) or Parquet.")
+@click.option("--label-column", help="Column holding the class (default: application_name for nfstream, APP for "
+                                     "cesnet).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Flows file (Parquet) to write.")
+def import_flows(path, tool, label_column, out) -> None:
+    """Turn flows extracted by another tool into a flows file."""
+    from ..runtime.importers import import_cesnet, import_nfstream
+
+    _check_out(out)
+    reader = import_nfstream if tool == "nfstream" else import_cesnet
+    flows = reader(path, label_column) if label_column else reader(path)
+    _write_flows(out, flows)
+    click.echo(f"{len(flows)} flows of {len({f.label for f in flows})} classes -> {out}")
 
 
 @main.command()
@@ -202,6 +220,7 @@ def generate(model_path, n_per_class, counts_from, scale, classes, batch_size, s
         raise click.UsageError("--n-per-class and --counts-from both set the counts: give one")
     if scale is not None and not counts_from:
         raise click.UsageError("--scale multiplies the --counts-from counts: give --counts-from")
+    _check_out(out)
     engine, tok = open_engine(model_path, device)
     wanted = classes.split(",") if classes else list(tok.classes)
     unknown = [c for c in wanted if c not in tok.classes]

@@ -385,6 +385,22 @@ PPI = [[0, 15, 3], [1, -1, 1], [1350, 1200, 40]]
 PPI_PADDED = [[0, 7] + [0] * 28, [1, -1] + [0] * 28, [1350, 1200] + [0] * 28]
 
 
+def test_import_command_writes_a_flows_file(tmp_path):
+    from click.testing import CliRunner
+
+    from ntg_edge.appliance.cli import main
+
+    src, out = tmp_path / "nf.csv", tmp_path / "nf.parquet"
+    _write_nfstream(src, NF_ROWS)
+    res = CliRunner().invoke(main, ["import", str(src), "--from", "nfstream", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert read_flows(out) == import_nfstream(src) and "2 flows of 2 classes" in res.output
+    res = CliRunner().invoke(main, ["import", str(src), "--from", "nfstream", "--label-column", "nosuch",
+                                    "--out", str(tmp_path / "x.parquet")])
+    assert res.exit_code != 0 and "nosuch" in res.output and not (tmp_path / "x.parquet").exists()
+    res = CliRunner().invoke(main, ["import", str(src), "--from", "nfstream", "--out", str(tmp_path / "x.csv")])
+    assert res.exit_code != 0 and "x.csv" in res.output
+
 def _cesnet_rows(ppis: list) -> list[list]:
     return [[i, "10.0.0.1", "142.250.1.1", 50000 + i, 443, 17, f"2022-11-07T00:00:0{i}.040535", 10, 12, p,
              len([d for d in p[1] if d]), "google-www"] for i, p in enumerate(ppis)]
