@@ -14,7 +14,7 @@ from ..runtime.ingest import Assembly
 from ..runtime.sampler import Sampling
 from ..runtime.split import SplitConfig
 from ..train.config import MODELS, ModelConfig, TrainConfig
-from .options import config_options, pick
+from .options import OutPath, config_options, out_dir, out_file, pick
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 
@@ -73,7 +73,7 @@ def _write_json(path: str, rep: dict) -> None:
 @click.option("--bpf", help="BPF filter applied while reading, e.g. 'tcp port 443'.")
 @click.option("--interface", help="Capture live from this interface instead of reading files.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Seconds of live capture.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Flows file (Parquet) to write.")
+@out_file("Flows file (Parquet) to write.")
 def ingest(paths, labels, label_from, bpf, interface, duration, out, **kw) -> None:
     """Assemble captures (pcap/pcapng/cap files, directories, or a live interface) into a flows file."""
     from ..runtime.ingest import ingest_live, ingest_paths
@@ -109,7 +109,7 @@ def ingest(paths, labels, label_from, bpf, interface, duration, out, **kw) -> No
                    "arrays (IPT ms, DIR, SIZE). CSV (plain or gzip) or Parquet.")
 @click.option("--label-column", help="Column holding the class (default: application_name for nfstream, APP for "
                                      "cesnet).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Flows file (Parquet) to write.")
+@out_file("Flows file (Parquet) to write.")
 def import_flows(path, tool, label_column, out) -> None:
     """Turn flows extracted by another tool into a flows file."""
     from ..runtime.importers import import_cesnet, import_nfstream
@@ -123,8 +123,7 @@ def import_flows(path, tool, label_column, out) -> None:
 
 @main.command()
 @click.argument("flows", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Directory for train.parquet and test.parquet.")
+@out_dir("Directory for train.parquet and test.parquet.")
 @config_options(SplitConfig)
 def split(flows, out, **kw) -> None:
     """Benchmark split of a labelled flows file: label = last dotted component, caps, stratified train/test."""
@@ -146,7 +145,7 @@ def split(flows, out, **kw) -> None:
 @click.argument("flows", type=click.Path(exists=True, dir_okay=False))
 @click.option("--model", "model_type", type=click.Choice(MODELS), default=MODELS[0], show_default=True,
               help="Generator architecture.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
+@out_dir("Run directory to write.")
 @config_options(ModelConfig)
 @config_options(TrainConfig)
 def train(flows, model_type, out, **kw) -> None:
@@ -209,7 +208,7 @@ def open_engine(path: str, device: str = "auto"):
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="The same seed, the same flows.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Bundle: ONNX Runtime provider; run: torch device.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Synthetic flows file (Parquet).")
+@out_file("Synthetic flows file (Parquet).")
 def generate(model_path, n_per_class, counts_from, scale, classes, batch_size, seed, device, out, **kw) -> None:
     """Generate labelled synthetic flows from a trained run or a bundle; the same seed gives the same flows."""
     from tqdm import tqdm
@@ -271,7 +270,7 @@ def _report_table(rep: dict) -> str:
               help="Synthetic flows; repeat for several draws (generation seeds) to get mean ± sd.")
 @click.option("--real-train", type=click.Path(exists=True, dir_okay=False),
               help="Real training flows: adds leakage, copy rate and the real-vs-real floor (TRTR).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
+@click.option("--json", "json_out", type=OutPath(dir_okay=False), help="Also write the report as JSON.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Forest seed.")
 def evaluate(real_test, synthetic, real_train, json_out, seed) -> None:
     """Fidelity (JSDs, UniqAlign, leakage, copy rate) and TSTR of synthetic flows against real ones."""
@@ -299,7 +298,7 @@ def evaluate(real_test, synthetic, real_train, json_out, seed) -> None:
 @click.option("--scheme", required=True, type=click.Choice(["int8-wo", "int8-da"]),
               help="torchao int8 weight-only, or int8 dynamic activation + int8 weight.")
 @click.option("--keep-embedding-fp32", is_flag=True, help="Leave the tied token embedding/head matrix fp32.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Quantized run directory to write.")
+@out_dir("Quantized run directory to write.")
 def quantize(run, scheme, keep_embedding_fp32, out) -> None:
     """Post-training int8 quantization (torchao) of a trained run into a run directory `generate` can use."""
     from ..train.checkpoint import quantize_run
@@ -315,7 +314,7 @@ def quantize(run, scheme, keep_embedding_fp32, out) -> None:
 @click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt"]), default="onnx", show_default=True,
               help="tensorrt = the ONNX bundle plus an fp16 TensorRT engine (model.plan) built on this machine's GPU.")
 @click.option("--int8", is_flag=True, help="int8 weights (ONNX Runtime dynamic quantization).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
+@out_dir("Bundle directory to write.")
 def export(run, fmt, int8, out) -> None:
     """Export a trained run to a self-contained, hash-checked bundle that `generate` runs without torch."""
     from ..export.bundle import export_bundle
@@ -366,7 +365,7 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
               help="Interleaved rounds; each times one batch of every variant at each batch size > 1.")
 @click.option("--length", default=10, show_default=True, type=click.IntRange(min=1), help="Packets per flow.")
 @click.option("--no-peer", is_flag=True, help="Skip the Hugging Face LlamaForCausalLM comparison.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False))
+@click.option("--json", "json_out", type=OutPath(dir_okay=False), help="Also write the report as JSON.")
 def bench_speed(path, batch_sizes, flows_b1, n_batches, length, no_peer, json_out) -> None:
     """ms per flow and flows/s of every variant (torch, torchao int8, ONNX fp32/int8) and of HF transformers."""
     import tempfile
@@ -388,7 +387,7 @@ def bench_speed(path, batch_sizes, flows_b1, n_batches, length, no_peer, json_ou
 @click.option("--draws", default=5, show_default=True, type=click.IntRange(min=2),
               help="fp32 generations that set its sampling interval.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
-@click.option("--json", "json_out", type=click.Path(dir_okay=False))
+@click.option("--json", "json_out", type=OutPath(dir_okay=False), help="Also write the report as JSON.")
 def bench_parity(run, real_train, real_test, n_per_class, draws, seed, json_out) -> None:
     """Fidelity and TSTR of every variant against fp32; exits 1 when a variant disagrees with fp32."""
     import tempfile
@@ -408,7 +407,7 @@ def bench_parity(run, real_train, real_test, n_per_class, draws, seed, json_out)
 
 @bench.command("ingest")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--json", "json_out", type=click.Path(dir_okay=False))
+@click.option("--json", "json_out", type=OutPath(dir_okay=False), help="Also write the report as JSON.")
 def bench_ingest(paths, json_out) -> None:
     """Ingest throughput over capture files or folders (e.g. the nDPI corpus' pcaps/), in one process."""
     from ..bench.ingest import format_ingest, run_ingest

@@ -36,6 +36,23 @@ def config_options(cls: type, exclude: tuple[str, ...] = ()) -> Callable:
     return decorate
 
 
+class OutPath(click.Path):
+    """An output path: like click.Path, but an empty name (which would mean the current directory) is refused."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("expected a file or directory name, got an empty string", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def out_file(help: str) -> Callable:
+    return click.option("--out", required=True, type=OutPath(dir_okay=False), help=help)
+
+
+def out_dir(help: str) -> Callable:
+    return click.option("--out", required=True, type=OutPath(file_okay=False), help=help)
+
+
 def pick(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The entries of `kwargs` that are fields of `cls`, removed from `kwargs`."""
     names = {f.name for f in dataclasses.fields(cls)}

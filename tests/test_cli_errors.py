@@ -106,6 +106,20 @@ def test_train_options(files, tmp_path, args, option):
     assert not (tmp_path / "run").exists()
 
 
+def test_outputs_never_land_in_a_folder_of_other_files(files, tiny_run, tmp_path):
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("x")
+    fails(["train", files["train"], "--epochs", "1", "--out", keep], str(keep), "not a run")
+    fails(["quantize", tiny_run, "--scheme", "int8-wo", "--out", keep], str(keep), "not a run")
+    fails(["export", tiny_run, "--out", keep], str(keep), "not a bundle")
+    assert [p.name for p in keep.iterdir()] == ["notes.txt"]
+    for args in (["train", files["train"], "--out", ""], ["generate", tiny_run, "--out", ""],
+                 ["split", files["train"], "--out", " "], ["evaluate", "--real-test", files["test"], "--synthetic",
+                                                           files["test"], "--json", ""]):
+        fails(args, "--out" if "--out" in args else "--json", "empty")
+
+
 def test_train_needs_two_labelled_classes(demo_split, tmp_path):
     one = tmp_path / "one.parquet"
     write_flows(one, [f for f in demo_split[0] if f.label == "dns"])

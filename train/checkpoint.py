@@ -12,13 +12,21 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..runtime.flows import write_atomic
-from ..runtime.manifest import RUN_FORMAT, verify, write_manifest
+from ..runtime.manifest import RUN_FORMAT, read_format, verify, write_manifest
 from ..runtime.tokenizer import Tokenizer
 from .config import ModelConfig
 from .model import Transformer
 from .quantize import flat_state, int8_names, quantize_model, restore_int8
 
 WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
+
+
+def check_out(run: str | Path) -> None:
+    """Refuse to write a run into a file or a non-empty folder that is not a run: its files would be mixed with ours
+    (an older run there is replaced, as export replaces an older bundle)."""
+    run = Path(run)
+    if run.exists() and (not run.is_dir() or (any(run.iterdir()) and read_format(run) != RUN_FORMAT)):
+        raise ValueError(f"{run}: exists and is not a run directory; refusing to write into it")
 
 
 def write_run(run: str | Path, state: dict[str, torch.Tensor], cfg: dict, metadata: dict | None = None) -> None:
@@ -92,6 +100,7 @@ def quantize_run(run: str | Path, scheme: str, out: str | Path, embedding: bool 
     cfg = read_config(run)
     if "quantization" in cfg:
         raise ValueError(f"{run}: already quantized ({cfg['quantization']['scheme']})")
+    check_out(out)
     model, tok = load_run(run)
     qmodel = quantize_model(model, scheme, embedding)
     save_quantized(out, qmodel, tok, scheme, {k: v for k, v in cfg.items() if k not in ("model", "tokenizer")})

@@ -30,7 +30,7 @@ from ..runtime import metrics
 from ..runtime.flows import Flow, write_atomic
 from ..runtime.sampler import Sampling, generate
 from ..runtime.tokenizer import Tokenizer
-from .checkpoint import save_run
+from .checkpoint import check_out, save_run
 from .config import ModelConfig, TrainConfig
 from .data import batches, encode_all, targets
 from .engine import TorchEngine
@@ -116,6 +116,7 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
     `mc` overrides ModelConfig's defaults (vocabulary sizes come from the tokenizer). Raises ValueError when the flows
     cannot train a class-conditioned model (fewer than 2 classes, or a class with no flow left for training).
     """
+    check_out(out)
     classes = sorted({f.label for f in flows if f.pl})
     if len(classes) < 2 or "" in classes:
         raise ValueError(f"need labelled flows of at least 2 classes with packets (got {len(classes)} class(es)"
