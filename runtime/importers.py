@@ -130,6 +130,19 @@ def _seconds(path: Path, row: int, field: str, value: object, per_second: float 
 
 
 # -- NFStream -------------------------------------------------------------------------------------------------------
+def _flow(path: Path, row: int, cols: dict[str, list], label_column: str, dirs: list[int],
+          sizes: tuple[str, np.ndarray], gaps_ms: tuple[str, np.ndarray], scalars: dict) -> Flow:
+    """One row's Flow: its packets (sizes and inter-arrival gaps in ms, each with its source field's name for errors)
+    and the per-flow columns in `scalars` ({Flow attribute: (source column, converter)}) the file has."""
+    pl = _integers(path, row, sizes[0], _non_negative(path, row, sizes[0], sizes[1]))
+    flow = Flow(label=_text(path, row, label_column, cols[label_column][row]), pl=pl, dir=dirs,
+                iat=(_non_negative(path, row, gaps_ms[0], gaps_ms[1]) / 1e3).tolist(), packets=len(pl), bytes=sum(pl))
+    for attr, (source, convert) in scalars.items():
+        if source in cols:
+            setattr(flow, attr, convert(path, row, source, cols[source][row]))
+    return flow
+
+
 def import_nfstream(path: str | Path, label_column: str = "application_name") -> list[Flow]:
     """Flows from an NFStream output (NFStreamer(..., splt_analysis=N, accounting_mode=3).to_csv(), or its
     to_pandas() saved as Parquet).
@@ -167,14 +180,8 @@ def import_nfstream(path: str | Path, label_column: str = "application_name") ->
         bad = [i for i, c in enumerate(codes) if c not in (0, 1)]
         if bad:
             _fail(path, row, f"splt_direction[{bad[0]}]", f"is {codes[bad[0]]} (expected 0, 1, or -1 padding)")
-        pl = _integers(path, row, "splt_ps", _non_negative(path, row, "splt_ps", ps[:n]))
-        flow = Flow(label=_text(path, row, label_column, cols[label_column][row]), pl=pl,
-                    dir=[UP if c == 0 else DOWN for c in codes],
-                    iat=(_non_negative(path, row, "splt_piat_ms", piat[:n]) / 1e3).tolist(), packets=n, bytes=sum(pl))
-        for attr, (source, convert) in scalars.items():
-            if source in cols:
-                setattr(flow, attr, convert(path, row, source, cols[source][row]))
-        flows.append(flow)
+        flows.append(_flow(path, row, cols, label_column, [UP if c == 0 else DOWN for c in codes],
+                           ("splt_ps", ps[:n]), ("splt_piat_ms", piat[:n]), scalars))
     validate(flows, path)
     return flows
 
@@ -233,15 +240,10 @@ def import_cesnet(path: str | Path, label_column: str = "APP") -> list[Flow]:
         bad = [i for i, x in enumerate(dirs) if x not in (UP, DOWN)]
         if bad:
             _fail(path, row, f"PPI DIR[{bad[0]}]", f"is {dirs[bad[0]]} (expected +1, -1, or 0 padding)")
-        pl = _integers(path, row, "PPI SIZE", _non_negative(path, row, "PPI SIZE", size[:n]))
-        flow = Flow(label=_text(path, row, label_column, cols[label_column][row]), pl=pl, dir=dirs,
-                    iat=(_non_negative(path, row, "PPI IPT", ipt[:n]) / 1e3).tolist(), packets=n, bytes=sum(pl))
+        flow = _flow(path, row, cols, label_column, dirs, ("PPI SIZE", size[:n]), ("PPI IPT", ipt[:n]), scalars)
         if "PACKETS" in cols and "PACKETS_REV" in cols:
             flow.packets = (_integer(path, row, "PACKETS", cols["PACKETS"][row])
                             + _integer(path, row, "PACKETS_REV", cols["PACKETS_REV"][row]))
-        for attr, (source, convert) in scalars.items():
-            if source in cols:
-                setattr(flow, attr, convert(path, row, source, cols[source][row]))
         flows.append(flow)
     validate(flows, path)
     return flows
