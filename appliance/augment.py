@@ -50,6 +50,7 @@ class Augmenter:
         self._lock = threading.Lock()
         self._engine: tuple[Any, Any] | None = None  # (engine, tokenizer) with the augment thread budget
         self.status = AugmentStatus()
+        self.candidate: Classifier | None = None  # the last retrained model, swapped in or not (for benchmarks)
 
     @property
     def running(self) -> bool:
@@ -90,7 +91,7 @@ class Augmenter:
                                    cfg.augment.seed)
         st.synthetic = counts(synthetic)
         model, classes = fit_forest(real + synthetic, cfg.classifier.trees, cfg.augment.threads, cfg.augment.seed)
-        candidate = Scored(OnnxModel(model, len(classes), cfg.classifier.threads), classes)
+        self.candidate = candidate = Scored(OnnxModel(model, len(classes), cfg.classifier.threads), classes)
         current: Classifier | None = self._holder.classifier
         st.after_f1 = macro_f1(candidate, held) if held else None
         st.before_f1 = macro_f1(current, held) if held and current is not None else None

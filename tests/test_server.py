@@ -477,3 +477,10 @@ def test_sigterm_drains_streams_and_exits_0(tiny_bundles, real_files, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serving_path_is_torch_free():
+    code = ("import sys, ntg_edge.appliance.serve, ntg_edge.appliance.server, ntg_edge.appliance.live; "
+            "print(sorted(m for m in ('torch', 'ntg_edge.train') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
