@@ -507,8 +507,7 @@ def create_app(appliance: Appliance) -> FastAPI:
             responses={200: {"description": "NDJSON: one StreamFlow per line, then one StreamEnd line when the "
                                             "stream ends (count reached, or shutdown).",
                              "content": {NDJSON: {"schema": {"oneOf": [
-                                 {"$ref": "#/components/schemas/StreamFlow"},
-                                 {"$ref": "#/components/schemas/StreamEnd"}]}}}}})
+                                 _component_schema(StreamFlow), _component_schema(StreamEnd)]}}}}})
     async def stream(
         mix: Annotated[str, Query(max_length=4096, description="'dns:2,http:1' (weights) or 'dns,http'; empty = "
                                                                 "every class equally.")] = "",

@@ -484,3 +484,11 @@ def test_serving_path_is_torch_free():
             "print(sorted(m for m in ('torch', 'ntg_edge.train') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_openapi_references_resolve(client):
+    import re
+
+    spec = client.get("/openapi.json").json()
+    refs = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(spec)))
+    assert refs and refs <= set(spec["components"]["schemas"])
