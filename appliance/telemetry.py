@@ -50,8 +50,8 @@ class Telemetry:
         self.latency = Histogram("ntg_request_seconds", "Request latency by route (streams: until their end).",
                                  ["method", "route"], buckets=_BUCKETS, registry=r)
         self.stream_clients = Gauge("ntg_stream_clients", "Open NDJSON streams.", registry=r)
-        self.queue_depth = Gauge("ntg_queue_depth", "Flows generated for streams but not sent yet, plus live flows "
-                                 "waiting to be classified.", registry=r)
+        self.queue_depth = Gauge("ntg_queue_depth", "Flows generated for streams but not sent yet (at most two "
+                                 "batches per stream).", registry=r)
         self.errors = Counter("ntg_errors", "Errors by kind (validation, auth, conflict, not_found, internal, "
                               "capture, augment).", ["kind"], registry=r)
         self.classifier_version = Gauge("ntg_classifier_version", "Version of the classifier in use (0 = none).",
