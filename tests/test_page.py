@@ -79,3 +79,39 @@ def test_page_renders_the_api_figures(browser, tiny_bundles, real_files, demo_sp
         _wait_for(browser, "gen-total", lambda t: t == "45")
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
+
+
+def test_page_shows_live_predictions(browser, tiny_bundles, real_files, tmp_path):  # noqa: F811
+    """Live capture on loopback (filtered to one port of a server the test runs): the page's table lists the flows."""
+    import http.server
+    import os
+    import threading
+    import urllib.request
+
+    if os.geteuid() != 0:
+        pytest.skip("live capture needs root (or CAP_NET_RAW)")
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    port = web.server_address[1]
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    app_ = make_appliance(tiny_bundles["int8"], tmp_path / "clf", real_files["train"],
+                          capture={"interface": "lo", "bpf": f"tcp port {port}", "classify_at": 4})
+    try:
+        with serving(create_app(app_)) as (url, _):
+            time.sleep(0.5)
+            for _ in range(3):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+            browser.get(url + "/")
+            summary = _wait_for(browser, "live-summary", lambda t: t.startswith("3 flows seen"))
+            live = httpx.get(f"{url}/v1/live").json()
+            rows = browser.find_elements("css selector", "#live-recent tr")
+            assert len(rows) == 3
+            for row, p in zip(rows, live["recent"]):
+                cells = [td.text for td in row.find_elements("tag name", "td")]
+                assert cells[1] == f"127.0.0.1:{p['src_port']} → 127.0.0.1:{port} tcp"
+                assert cells[3] == p["label"] and cells[4] == f"{p['probability']:.2f}"
+            assert all(f"{c} {n}" in summary for c, n in live["counts"].items())
+            assert _text(browser, "live-iface") == "on lo"
+            errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+            assert not errors, errors
+    finally:
+        web.shutdown()
