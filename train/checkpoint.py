@@ -8,15 +8,20 @@ from pathlib import Path
 
 import torch
 import yaml
+from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..runtime.flows import write_atomic
 from ..runtime.manifest import RUN_FORMAT, read_format, verify, write_manifest
 from ..runtime.tokenizer import Tokenizer
-from .config import ModelConfig
+from .config import MODEL_CONFIGS
+from .mamba import Mamba
 from .model import Transformer
 from .quantize import flat_state, int8_names, quantize_model, restore_int8
+
+ARCHITECTURES = {"llama": Transformer, "mamba": Mamba}  # a run's model_type -> its module (configs: MODEL_CONFIGS)
+Model = Transformer | Mamba
 
 WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
 
@@ -38,13 +43,27 @@ def write_run(run: str | Path, state: dict[str, torch.Tensor], cfg: dict, metada
     write_manifest(run, RUN_FORMAT, [WEIGHTS, CONFIG])
 
 
-def save_run(run: str | Path, model: Transformer, tok: Tokenizer, extra: dict | None = None) -> None:
+def build_model(model_type: str, tok: Tokenizer, overrides: dict | None = None) -> Model:
+    """The one factory: a freshly initialised `model_type` for the tokenizer's vocabulary, `overrides` on its config's
+    defaults."""
+    if model_type not in ARCHITECTURES:
+        raise ValueError(f"model {model_type!r}: expected one of {', '.join(ARCHITECTURES)}")
+    cfg = MODEL_CONFIGS[model_type](vocab_size=tok.vocab_size, iat_bins=tok.iat_bins, block_size=tok.block_size,
+                                    **(overrides or {}))
+    return ARCHITECTURES[model_type](cfg)
+
+
+def model_type(model: nn.Module) -> str:
+    return next(name for name, cls in ARCHITECTURES.items() if isinstance(model, cls))
+
+
+def save_run(run: str | Path, model: Model, tok: Tokenizer, extra: dict | None = None) -> None:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    write_run(run, state, {"model_type": "llama", "parameters": model.n_params(), "model": model.cfg.to_dict(),
-                           "tokenizer": tok.to_dict(), **(extra or {})})
+    write_run(run, state, {"model_type": model_type(model), "parameters": model.n_params(),
+                           "model": model.cfg.to_dict(), "tokenizer": tok.to_dict(), **(extra or {})})
 
 
-def save_quantized(out: str | Path, model: Transformer, tok: Tokenizer, scheme: str, extra: dict | None = None) -> None:
+def save_quantized(out: str | Path, model: Model, tok: Tokenizer, scheme: str, extra: dict | None = None) -> None:
     cfg = {**(extra or {}), "model": model.cfg.to_dict(), "tokenizer": tok.to_dict(),
            "quantization": {"scheme": scheme, "tensors": int8_names(model)}}
     write_run(out, flat_state(model), cfg, metadata={"scheme": scheme})
@@ -64,28 +83,31 @@ def read_config(run: str | Path) -> dict:
     return cfg
 
 
-def _parse(run: Path, cfg: dict) -> tuple[ModelConfig, Tokenizer]:
+def _parse(run: Path, cfg: dict) -> tuple[Model, Tokenizer]:
+    """The run's (untrained) model and its tokenizer; runs from before Mamba carry no model_type: LLaMA."""
+    name = cfg.get("model_type", "llama")
+    if name not in ARCHITECTURES:
+        raise ValueError(f"{run / CONFIG}: model_type {name!r}: expected one of {', '.join(ARCHITECTURES)}")
     try:
-        return ModelConfig(**cfg["model"]), Tokenizer.from_dict(cfg["tokenizer"])
+        return ARCHITECTURES[name](MODEL_CONFIGS[name](**cfg["model"])), Tokenizer.from_dict(cfg["tokenizer"])
     except (TypeError, ValueError) as e:
         raise ValueError(f"{run / CONFIG}: {e}") from None
 
 
-def load_run(run: str | Path, device: str = "cpu") -> tuple[Transformer, Tokenizer]:
+def load_run(run: str | Path, device: str = "cpu") -> tuple[Model, Tokenizer]:
     """(model in eval mode, tokenizer) of a verified run or QRUN."""
     run = Path(run)
     cfg = read_config(run)
-    mc, tok = _parse(run, cfg)
+    model, tok = _parse(run, cfg)
     try:
         state = load_file(run / WEIGHTS, device="cpu")
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{run / WEIGHTS}: unreadable weights ({e})") from None
     if "quantization" in cfg:  # torchao int8 runs load on the CPU
         q = cfg["quantization"]
-        model = quantize_model(Transformer(mc), q["scheme"], embedding="tok_emb.weight" in q["tensors"])
+        model = quantize_model(model, q["scheme"], embedding="tok_emb.weight" in q["tensors"])
         restore_int8(model, state, q["tensors"], str(run))
         return model, tok
-    model = Transformer(mc)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass
 
 from ..runtime.knobs import check, knob
 
-MODELS = ("llama",)
 
 
 @dataclass
@@ -37,6 +36,39 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class MambaConfig:
+    """A Mamba (selective state space) stack. The reference study's Mamba: hidden 72, intermediate 144, 4 layers."""
+
+    vocab_size: int
+    iat_bins: int
+    block_size: int
+    dim: int = knob(72, "Model width (embedding and residual stream).", lo=2)
+    d_inner: int = knob(144, "Mamba's intermediate width (the mixer's channels; Mamba's expand x dim).", lo=1)
+    n_layers: int = knob(4, "Mamba layers.", lo=1)
+    d_state: int = knob(16, "Mamba's state size per channel (N).", lo=1)
+    d_conv: int = knob(4, "Width of Mamba's causal depthwise convolution.", lo=2)
+    dt_rank: int = knob(0, "Rank of Mamba's step-size projection (0 = ceil(dim / 16), Mamba's default).", lo=0)
+    # heavy on purpose, as for the Transformer: the corpus is small
+    dropout: float = knob(0.3, "Dropout probability.", lo=0, hi=1, hi_open=True)
+    norm_eps: float = knob(1e-5, "RMSNorm epsilon.", lo=0, lo_open=True)
+
+    def __post_init__(self) -> None:
+        check(self)
+
+    @property
+    def rank(self) -> int:
+        return self.dt_rank or -(-self.dim // 16)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --model NAME -> its config. Each declares its own options; shared names (dim, n_layers, ...) mean the same thing.
+MODEL_CONFIGS = {"llama": ModelConfig, "mamba": MambaConfig}
+MODELS = tuple(MODEL_CONFIGS)
 
 
 @dataclass

@@ -5,7 +5,7 @@ Schemes (torchao `quantize_` with its *Config API, per-row symmetric int8 weight
 - int8-wo: `Int8WeightOnlyConfig` -- int8 weights, fp32 activations (weights are widened at every matmul).
 - int8-da: `Int8DynamicActivationInt8WeightConfig` -- activations quantized per row at run time, int8 x int8 matmul.
 
-Every nn.Linear (attention qkv/out, SwiGLU w13/w2, the iat head) is quantized, and so is the tied token matrix: the
+Every nn.Linear (attention qkv/out, SwiGLU w13/w2, Mamba's in/x/dt/out projections, the iat head) is quantized, and so is the tied token matrix: the
 token head is `F.linear(x, tok_emb.weight)` and that matrix is a third of the parameters (3044 x 160 of ~1.5 M), so
 leaving it fp32 would keep the run at ~3 MB. It is quantized once, per row (one scale per token): the same int8 rows
 serve the head (per-output-channel scales, torchao's linear kernel) and the embedding lookup (gather int8 rows and
@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..runtime.tokenizer import Tokenizer
-from .model import Transformer
 
 SCHEMES = ("int8-wo", "int8-da")
 
@@ -67,7 +66,8 @@ class TiedInt8Embedding(nn.Module):
         return w.qdata[ids].to(w.dtype) * w.scale[ids].to(w.dtype)  # scale: (vocab, 1) -> (..., 1)
 
 
-def _quantize_tied(model: Transformer, scheme: str) -> None:
+def _quantize_tied(model: nn.Module, scheme: str) -> None:
+    """Both architectures (train/model.py, train/mamba.py) name their tied token matrix `tok_emb`."""
     q = _torchao()
     head = nn.Linear(model.cfg.dim, model.cfg.vocab_size, bias=False)
     head.weight = nn.Parameter(model.tok_emb.weight.detach().clone(), requires_grad=False)
@@ -75,7 +75,7 @@ def _quantize_tied(model: Transformer, scheme: str) -> None:
     model.tok_emb = TiedInt8Embedding(head.weight.data)
 
 
-def quantize_model(model: Transformer, scheme: str, embedding: bool = True) -> Transformer:
+def quantize_model(model: nn.Module, scheme: str, embedding: bool = True) -> nn.Module:
     """A quantized copy of `model` (eval mode, CPU); `embedding=False` leaves the tied token matrix fp32."""
     model = copy.deepcopy(model).cpu().eval()
     _torchao().quantize_(model, _config(scheme))  # default filter: every nn.Linear
@@ -106,7 +106,7 @@ def state_bytes(state: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())
 
 
-def restore_int8(model: Transformer, state: dict[str, torch.Tensor], names: list[str], source: str) -> None:
+def restore_int8(model: nn.Module, state: dict[str, torch.Tensor], names: list[str], source: str) -> None:
     """Put stored int8 rows and scales (`<name>.qdata`, `<name>.scale`) back into a quantized skeleton, then the rest
     of `state`; ValueError naming `source` where they do not fit."""
     if set(int8_names(model)) != set(names):
@@ -127,7 +127,7 @@ def restore_int8(model: Transformer, state: dict[str, torch.Tensor], names: list
 
 
 @torch.inference_mode()
-def logits_error(ref: Transformer, q: Transformer, tok: Tokenizer, n: int = 64, seed: int = 0) -> dict:
+def logits_error(ref: nn.Module, q: nn.Module, tok: Tokenizer, n: int = 64, seed: int = 0) -> dict:
     """Max |logit difference| and top-1 agreement of `q` vs `ref` on random class-prefixed packet sequences."""
     g = torch.Generator().manual_seed(seed)
     t = min(tok.block_size - 1, 12)

@@ -30,11 +30,10 @@ from ..runtime import metrics
 from ..runtime.flows import Flow, write_atomic
 from ..runtime.sampler import Sampling, generate
 from ..runtime.tokenizer import Tokenizer
-from .checkpoint import check_out, save_run
-from .config import ModelConfig, TrainConfig
+from .checkpoint import Model, build_model, check_out, save_run
+from .config import TrainConfig
 from .data import batches, encode_all, targets
 from .engine import TorchEngine
-from .model import Transformer
 
 
 def ema_update(decay: float):
@@ -55,7 +54,7 @@ def lr_at(step: int, total: int, c: TrainConfig) -> float:
     return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * frac))
 
 
-def loss_fn(model: Transformer, toks: torch.Tensor, bins: torch.Tensor, tok: Tokenizer) -> torch.Tensor:
+def loss_fn(model: Model, toks: torch.Tensor, bins: torch.Tensor, tok: Tokenizer) -> torch.Tensor:
     logits, iat_logits, _ = model(toks[:, :-1], bins[:, :-1])
     y, ybin = targets(toks, bins, tok)
     return F.cross_entropy(logits.flatten(0, 1), y.flatten()) + F.cross_entropy(
@@ -64,7 +63,7 @@ def loss_fn(model: Transformer, toks: torch.Tensor, bins: torch.Tensor, tok: Tok
 
 
 @torch.no_grad()
-def val_loss(model: Transformer, seqs, tok: Tokenizer, device: str) -> float:
+def val_loss(model: Model, seqs, tok: Tokenizer, device: str) -> float:
     model.eval()
     losses = [loss_fn(model, a.to(device), b.to(device), tok).item() for a, b in batches(seqs, 256)]
     return float(np.mean(losses))
@@ -110,10 +109,11 @@ def resolve_device(name: str) -> str:
 
 
 def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainConfig = TrainConfig(),
-          log=print) -> dict:
+          log=print, model_type: str = "llama") -> dict:
     """Train a generator on labelled flows and write the chosen checkpoint to `out`; returns the summary.
 
-    `mc` overrides ModelConfig's defaults (vocabulary sizes come from the tokenizer). Raises ValueError when the flows
+    `model_type` is "llama" or "mamba" (train/config.py MODEL_CONFIGS); `mc` overrides that config's defaults
+    (vocabulary sizes come from the tokenizer). Raises ValueError when the flows
     cannot train a class-conditioned model (fewer than 2 classes, or a class with no flow left for training).
     """
     check_out(out)
@@ -129,13 +129,13 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
     train_flows, val_flows = split_validation(flows, c)
     train_seqs, val_seqs = encode_all(train_flows, tok), encode_all(val_flows, tok)
     natural = metrics.copy_rate(train_flows, val_flows)
-    cfg = ModelConfig(vocab_size=tok.vocab_size, iat_bins=tok.iat_bins, block_size=tok.block_size, **(mc or {}))
-    model = Transformer(cfg).to(device)
-    log(f"model: {model.n_params() / 1e6:.2f} M parameters; {len(tok.classes)} classes; "
+    model = build_model(model_type, tok, mc).to(device)
+    log(f"model: {model_type}, {model.n_params() / 1e6:.2f} M parameters; {len(tok.classes)} classes; "
         f"{len(train_flows)} train / {len(val_flows)} validation flows; natural copy rate {natural:.2f}; {device}")
 
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    other = [p for p in model.parameters() if p.dim() < 2]
+    # matrices decay, except those a model marks (Mamba's A_log: decay would pull every A towards -1)
+    decay = [p for p in model.parameters() if p.dim() >= 2 and not getattr(p, "_no_weight_decay", False)]
+    other = [p for p in model.parameters() if p.dim() < 2 or getattr(p, "_no_weight_decay", False)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay}, {"params": other, "weight_decay": 0}],
                             lr=c.lr, betas=(0.9, 0.95), fused=device == "cuda")
     steps_per_epoch = math.ceil(len(train_seqs) / c.batch_size)
