@@ -27,6 +27,9 @@ def export_bundle(run: str | Path, out: str | Path, int8: bool = False, tensorrt
         raise ValueError(f"{run}: a torchao {run_cfg['quantization']['scheme']} run; export its fp32 source run "
                          "(with --int8 for an int8 bundle)")
     model, tok = load_run(run)
+    if tensorrt and run_cfg.get("model_type", "llama") != "llama":
+        raise ValueError(f"{run}: a {run_cfg['model_type']} run; the TensorRT engine build (export/tensorrt.py) is "
+                         "for the LLaMA graph only (ONNX Runtime runs this model on any provider)")
     if out.exists() and not is_bundle(out):
         raise FileExistsError(f"{out}: exists and is not a bundle; refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)

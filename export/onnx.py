@@ -19,6 +19,18 @@ batch 1: 0.43 ms (opset 23) vs 0.59 ms (opset 20); batch 1024, past 48: 212 ms v
 At opset 23 the attention is also lowered to ONNX's own `RotaryEmbedding` and `Attention` (with its past/present
 inputs) instead of tracing the eager rotary halves, head transposes and cache concatenation: 189 -> 85 nodes, and at
 batch 1 a decode step is dominated by per-node overhead, not arithmetic (one thread, 10-step flows: 491 -> 350 us).
+
+Mamba (train/mamba.py) has the same graph with its recurrent state in place of the cache:
+
+    inputs   tokens (B, 1) int64, iats (B, 1) int64,
+             past_conv_{i} (B, d_inner, d_conv - 1), past_ssm_{i} (B, d_inner, d_state) float32 for every layer i
+    outputs  logits (B, 1, V), iat_logits (B, 1, K), present_conv_{i}, present_ssm_{i} (same shapes as the inputs)
+
+Only B is dynamic: the state's other dimensions are static, so the runtime starts it as zeros (runtime/engine.py).
+T is 1: the graph is the recurrent step, traced once, with no ONNX `Loop` (a Mamba exported with its scan as a Loop
+ran 17x slower than real time on ONNX Runtime's CPU provider, onnxruntime issue 27796). The sampler only ever feeds
+one token per row per step (runtime/sampler.py: a one-token class prompt, then one token a step), so a dynamic T
+would serve no caller; a longer prefix goes in as one-token steps, which is what the scan does anyway.
 """
 
 from __future__ import annotations
@@ -37,14 +49,17 @@ from torch import nn
 
 from ..runtime.engine import (BIAS, IAT_LOGITS, IATS, LOGITS, NEXT_IAT, NEXT_TOKEN, STATE_IN, TEMPERATURE, TOKENS,
                               UNIFORM, state_output)
+from ..train.mamba import Mamba
 from ..train.model import KV, Attention, Transformer, causal_mask
 
 OPSET = 23
 SAMPLER_GROUP = 64  # ids per group of the in-graph sampler (add_sampler); the token head is padded to a multiple
 
 
-def io_names(n_layers: int) -> tuple[list[str], list[str]]:
-    past = [f"{STATE_IN}{kv}_{i}" for i in range(n_layers) for kv in ("key", "value")]
+def io_names(model: Transformer | Mamba) -> tuple[list[str], list[str]]:
+    """The step graph's inputs and outputs: two state tensors per layer, a KV cache or Mamba's (conv, ssm) state."""
+    pair = ("conv", "ssm") if isinstance(model, Mamba) else ("key", "value")
+    past = [f"{STATE_IN}{name}_{i}" for i in range(model.cfg.n_layers) for name in pair]
     return [TOKENS, IATS, *past], [LOGITS, IAT_LOGITS, *map(state_output, past)]
 
 
@@ -77,9 +92,10 @@ def lowered(model: Transformer) -> Transformer:
 
 
 class StepGraph(nn.Module):
-    """Flat-argument wrapper of Transformer.forward for export: past as 2 x n_layers tensors, present likewise."""
+    """Flat-argument wrapper of Transformer.forward (and Mamba.forward) for export: past as 2 x n_layers tensors (each
+    layer's key and value, or its conv window and SSM state), present likewise."""
 
-    def __init__(self, model: Transformer, last_only: bool = True) -> None:
+    def __init__(self, model: Transformer | Mamba, last_only: bool = True) -> None:
         super().__init__()
         self.model, self.last_only = model, last_only
 
@@ -91,7 +107,7 @@ class StepGraph(nn.Module):
         return (logits, iat_logits, *(t for k_v in present for t in k_v))
 
 
-def pad_vocab(model: Transformer, multiple: int) -> Transformer:
+def pad_vocab(model: Transformer | Mamba, multiple: int) -> Transformer | Mamba:
     """A copy of `model` whose token table has zero rows up to a multiple of `multiple` ids (as nanoGPT pads GPT-2's).
 
     The padding ids are never fed (no token maps to them) and never drawn (the bundle's sampler bans them), so the
@@ -107,29 +123,40 @@ def pad_vocab(model: Transformer, multiple: int) -> Transformer:
     return model
 
 
-def example_inputs(model: Transformer, batch: int = 2, t: int = 3, past_len: int = 4) -> tuple[torch.Tensor, ...]:
-    """Trace inputs; sizes >= 2 and distinct so that the exporter keeps every dimension symbolic."""
+def example_inputs(model: Transformer | Mamba, batch: int = 2, t: int = 3,
+                   past_len: int = 4) -> tuple[torch.Tensor, ...]:
+    """Trace inputs; sizes >= 2 and distinct so that the exporter keeps every dimension symbolic (Mamba: t = 1)."""
     c = model.cfg
     g = torch.Generator().manual_seed(0)
+    if isinstance(model, Mamba):
+        t = 1
+        past = [torch.randn(batch, c.d_inner, *((c.d_conv - 1,) if j % 2 == 0 else (c.d_state,)), generator=g)
+                for j in range(2 * c.n_layers)]
+    else:
+        past = [torch.randn(batch, c.n_heads, past_len, c.head_dim, generator=g) for _ in range(2 * c.n_layers)]
     tokens = torch.randint(0, c.vocab_size, (batch, t), generator=g)
     iats = torch.randint(0, c.iat_bins, (batch, t), generator=g)
-    past = [torch.randn(batch, c.n_heads, past_len, c.head_dim, generator=g) for _ in range(2 * c.n_layers)]
     return (tokens, iats, *past)
 
 
-def export_onnx(model: Transformer, path: str | Path, opset: int = OPSET, last_only: bool = True) -> Path:
+def export_onnx(model: Transformer | Mamba, path: str | Path, opset: int = OPSET, last_only: bool = True) -> Path:
     """Write the step graph of `model` (fp32, weights embedded) to `path`."""
     path = Path(path)
     model = model.float().cpu().eval()
-    wrapper = StepGraph(lowered(model) if opset >= 23 else model, last_only).eval()
-    inputs, outputs = io_names(model.cfg.n_layers)
+    inputs, outputs = io_names(model)
     batch = torch.export.Dim("batch")
-    max_len = model.cfg.block_size
-    # P + T <= block_size (the rope table's length); the bounds let the exporter prove the slice in range.
-    seq = torch.export.Dim("seq", min=1, max=max_len)
-    past = torch.export.Dim("past", min=0, max=max_len - 1)
-    shapes = {"tokens": {0: batch, 1: seq}, "iats": {0: batch, 1: seq},  # StepGraph.forward's arguments
-              "past": tuple({0: batch, 2: past} for _ in range(2 * model.cfg.n_layers))}
+    if isinstance(model, Mamba):  # one token per step, only the batch dynamic (module docstring)
+        wrapper = StepGraph(model, last_only).eval()
+        shapes = {"tokens": {0: batch}, "iats": {0: batch},
+                  "past": tuple({0: batch} for _ in range(2 * model.cfg.n_layers))}
+    else:
+        wrapper = StepGraph(lowered(model) if opset >= 23 else model, last_only).eval()
+        max_len = model.cfg.block_size
+        # P + T <= block_size (the rope table's length); the bounds let the exporter prove the slice in range.
+        seq = torch.export.Dim("seq", min=1, max=max_len)
+        past = torch.export.Dim("past", min=0, max=max_len - 1)
+        shapes = {"tokens": {0: batch, 1: seq}, "iats": {0: batch, 1: seq},  # StepGraph.forward's arguments
+                  "past": tuple({0: batch, 2: past} for _ in range(2 * model.cfg.n_layers))}
     with torch.no_grad(), warnings.catch_warnings():
         # the exporter's notes on axis renaming and pytree deprecations: noise for this fixed, tested graph
         warnings.simplefilter("ignore", UserWarning)
