@@ -13,8 +13,8 @@ import click
 from ..runtime.ingest import Assembly
 from ..runtime.sampler import Sampling
 from ..runtime.split import SplitConfig
-from ..train.config import MODELS, ModelConfig, TrainConfig
-from .options import OutPath, config_options, out_dir, out_file, pick
+from ..train.config import MODEL_CONFIGS, MODELS, TrainConfig
+from .options import OutPath, config_options, model_options, model_settings, out_dir, out_file
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 
@@ -146,20 +146,20 @@ def split(flows, out, **kw) -> None:
 @click.option("--model", "model_type", type=click.Choice(MODELS), default=MODELS[0], show_default=True,
               help="Generator architecture.")
 @out_dir("Run directory to write.")
-@config_options(ModelConfig)
+@model_options(MODEL_CONFIGS)
 @config_options(TrainConfig)
 def train(flows, model_type, out, **kw) -> None:
     """Train a class-conditioned generator on a labelled flows file (labels = classes)."""
     from ..train.train import train as run_training
 
-    mc = pick(ModelConfig, kw)
-    try:
-        ModelConfig(vocab_size=1, iat_bins=1, block_size=1, **mc)  # the cross-field rules, before any work
+    mc = model_settings(model_type, MODEL_CONFIGS, kw)
+    try:  # the cross-field rules, before any work
+        MODEL_CONFIGS[model_type](vocab_size=1, iat_bins=1, block_size=1, **mc)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     data = _flows(flows)
     try:
-        summary = run_training(data, out, mc, TrainConfig(**kw), log=click.echo)
+        summary = run_training(data, out, mc, TrainConfig(**kw), log=click.echo, model_type=model_type)
     except ValueError as e:
         raise click.ClickException(f"{flows}: {e}") from None
     sel = summary["selected"]

@@ -36,6 +36,44 @@ def config_options(cls: type, exclude: tuple[str, ...] = ()) -> Callable:
     return decorate
 
 
+def _defaults(by_model: dict[str, dataclasses.Field]) -> str:
+    """'4' where every model has the same default, else 'llama 160, mamba 72'."""
+    values = {str(f.default) for f in by_model.values()}
+    return values.pop() if len(values) == 1 else ", ".join(f"{m} {f.default}" for m, f in by_model.items())
+
+
+def model_options(configs: dict[str, type]) -> Callable:
+    """One option per documented field of any model config (`--model NAME` -> config class), each declared once even
+    where several models have it (--dim, --n-layers, --dropout). Defaults are None, so an option not given takes the
+    chosen model's own default (the help shows each model's); `model_settings` refuses one the model does not have."""
+    owners: dict[str, dict[str, dataclasses.Field]] = {}
+    for model, cls in configs.items():
+        for f in dataclasses.fields(cls):
+            if "help" in f.metadata:
+                owners.setdefault(f.name, {})[model] = f
+
+    def decorate(fn: Callable) -> Callable:
+        for name, by_model in reversed(owners.items()):
+            f = next(iter(by_model.values()))
+            only = "" if len(by_model) == len(configs) else f"{', '.join(by_model)} only: "
+            fn = click.option("--" + name.replace("_", "-"), name, type=_type(f), default=None,
+                              show_default=_defaults(by_model), help=only + f.metadata["help"])(fn)
+        return fn
+
+    return decorate
+
+
+def model_settings(model: str, configs: dict[str, type], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The model options given on the command line (removed from `kwargs`); a UsageError for one that `model` lacks."""
+    names = {f.name for cls in configs.values() for f in dataclasses.fields(cls)}
+    given = {k: v for k in list(kwargs) if k in names for v in [kwargs.pop(k)] if v is not None}
+    own = {f.name for f in dataclasses.fields(configs[model])}
+    foreign = [k for k in given if k not in own]
+    if foreign:
+        raise click.UsageError(f"--{foreign[0].replace('_', '-')}: not an option of --model {model}")
+    return given
+
+
 class OutPath(click.Path):
     """An output path: like click.Path, but an empty name (which would mean the current directory) is refused."""
 
