@@ -220,7 +220,10 @@ def run_speed(path: str | Path, workdir: str | Path, batches=BATCHES, flows_b1: 
     if peer and is_run(path):
         from ..train.checkpoint import load_run, read_config
 
-        if "quantization" in read_config(path):
+        cfg = read_config(path)
+        if cfg.get("model_type", "llama") != "llama":
+            log(f"peer: skipped (HF LlamaForCausalLM is the peer of the LLaMA model; this is a {cfg['model_type']} run)")
+        elif "quantization" in cfg:
             log("peer: skipped (give the fp32 run: HF gets the fp32 weights)")
         else:
             model, tok = load_run(path)
