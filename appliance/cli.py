@@ -17,6 +17,7 @@ from ..train.config import MODEL_CONFIGS, MODELS, TrainConfig
 from .options import OutPath, config_options, model_options, model_settings, out_dir, out_file
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+SEED_MAX = 2**32 - 1  # numpy and scikit-learn seeds
 
 
 class Cli(click.Group):
@@ -51,7 +52,10 @@ def _check_out(path: str) -> None:
     """Refuse an output name the flows writer does not write, before any work."""
     from ..runtime.flows import check_output
 
-    check_output(path)
+    try:
+        check_output(path)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--out") from None
 
 
 def _write_json(path: str, rep: dict) -> None:
@@ -205,7 +209,8 @@ def open_engine(path: str, device: str = "auto"):
 @click.option("--classes", help="Comma-separated subset of the model's classes.")
 @config_options(Sampling)
 @click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(min=1), help="Flows per batch.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="The same seed, the same flows.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, SEED_MAX),
+              help="The same seed, the same flows.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Bundle: ONNX Runtime provider; run: torch device.")
 @out_file("Synthetic flows file (Parquet).")
@@ -271,7 +276,7 @@ def _report_table(rep: dict) -> str:
 @click.option("--real-train", type=click.Path(exists=True, dir_okay=False),
               help="Real training flows: adds leakage, copy rate and the real-vs-real floor (TRTR).")
 @click.option("--json", "json_out", type=OutPath(dir_okay=False), help="Also write the report as JSON.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Forest seed.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, SEED_MAX), help="Forest seed.")
 def evaluate(real_test, synthetic, real_train, json_out, seed) -> None:
     """Fidelity (JSDs, UniqAlign, leakage, copy rate) and TSTR of synthetic flows against real ones."""
     from ..runtime.metrics import evaluate as run_eval
@@ -333,11 +338,15 @@ def export(run, fmt, int8, out) -> None:
 @main.command()
 @click.argument("path", metavar="RUN_OR_BUNDLE", type=click.Path(exists=True, file_okay=False))
 def info(path) -> None:
-    """What a run or bundle holds: classes, model, parameters, size, precision, source, chosen epoch, hashes."""
+    """What a run or bundle holds: classes, model, parameters, size, precision, source, chosen epoch, hashes (exit 1
+    when a file does not match its hash)."""
     from ..runtime.info import describe
 
-    for line in describe(path):
+    lines, verified = describe(path)
+    for line in lines:
         click.echo(line)
+    if not verified:
+        raise click.ClickException(f"{path}: files do not match manifest.json (see above)")
 
 
 # -- bench --------------------------------------------------------------------------------------------------------------
@@ -386,7 +395,7 @@ def bench_speed(path, batch_sizes, flows_b1, n_batches, length, no_peer, json_ou
 @click.option("--n-per-class", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--draws", default=5, show_default=True, type=click.IntRange(min=2),
               help="fp32 generations that set its sampling interval.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, SEED_MAX))
 @click.option("--json", "json_out", type=OutPath(dir_okay=False), help="Also write the report as JSON.")
 def bench_parity(run, real_train, real_test, n_per_class, draws, seed, json_out) -> None:
     """Fidelity and TSTR of every variant against fp32; exits 1 when a variant disagrees with fp32."""
@@ -417,6 +426,17 @@ def bench_ingest(paths, json_out) -> None:
     if json_out:
         _write_json(json_out, rep)
 
+
+def _register() -> None:
+    """Commands defined beside what they run; imported here, so `ntg-edge --help` lists them."""
+    from ..bench.fuzz import fuzz
+    from ..bench.steps import steps_command
+
+    bench.add_command(fuzz)
+    bench.add_command(steps_command)
+
+
+_register()
 
 if __name__ == "__main__":
     main()

@@ -80,6 +80,8 @@ class OutPath(click.Path):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and not value.strip():
             self.fail("expected a file or directory name, got an empty string", param, ctx)
+        if isinstance(value, str) and not self.dir_okay and value.endswith(("/", "\\")):
+            self.fail(f"{value!r} names a folder; expected a file name", param, ctx)
         return super().convert(value, param, ctx)
 
 

@@ -68,6 +68,11 @@ def run_parity(path, workdir, train: list[Flow], test: list[Flow], n_per_class: 
     variants = build_variants(path, workdir, wanted, log=log)
     if not variants or variants[0].name != FP32:
         raise ValueError(f"{path}: parity needs a trained fp32 run (the reference variant)")
+    classes = set(variants[0].open()[1].classes)
+    for name, flows in (("--real-train", train), ("--real-test", test)):
+        if len({f.label for f in flows} & classes) < 2:
+            raise ValueError(f"{name}: flows of at least 2 of the model's classes are needed (TSTR trains a forest "
+                             f"on them); found {len({f.label for f in flows} & classes)}")
 
     def draw(v, s: int) -> list[Flow]:
         step, tok = v.open()

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from .engine import Engine
-from .manifest import BUNDLE_FORMAT, ManifestError, read_format, verify
+from .manifest import BUNDLE_FORMAT, read_format, read_yaml, verify
 from .ort import OrtEngine, ProviderError, available
 from .tokenizer import Tokenizer
 from .trt import TrtEngine, tensorrt_available
@@ -38,11 +36,9 @@ def read_bundle_config(root: str | Path) -> dict:
     root = Path(root)
     try:
         verify(root, BUNDLE_FORMAT, (MODEL, CONFIG))
-        cfg = yaml.safe_load((root / CONFIG).read_text())
-    except ManifestError as e:
+        cfg = read_yaml(root / CONFIG)
+    except ValueError as e:  # ManifestError, or a config that is not YAML
         raise BundleError(str(e)) from None
-    except yaml.YAMLError as e:
-        raise BundleError(f"{root / CONFIG}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("tokenizer"), dict):
         raise BundleError(f"{root / CONFIG}: expected a mapping with a 'tokenizer' section")
     return cfg
@@ -67,7 +63,11 @@ def load_bundle(path: str | Path, provider: str = "auto", threads: int | None = 
             if provider == "tensorrt" and "TensorrtExecutionProvider" not in available():
                 raise BundleError(f"{root / PLAN}: the tensorrt Python package is not installed")
         return OrtEngine(root / MODEL, provider, threads), tok
+    except BundleError:
+        raise
     except ProviderError as e:
         raise BundleError(f"{root}: {e}") from None
-    except RuntimeError as e:  # ONNX Runtime or TensorRT could not load the graph: say which file
-        raise BundleError(f"{root / MODEL}: cannot be loaded ({str(e).splitlines()[0]})") from None
+    except ValueError as e:  # ONNX Runtime could not load the graph (the message names the file)
+        raise BundleError(str(e)) from None
+    except RuntimeError as e:  # nor TensorRT its plan
+        raise BundleError(f"{root / PLAN}: cannot be loaded ({str(e).splitlines()[0]})") from None

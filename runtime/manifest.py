@@ -46,16 +46,28 @@ def read_format(root: str | Path) -> str | None:
         return None
 
 
-def verify(root: str | Path, fmt: str, required: tuple[str, ...]) -> None:
-    """Check root/manifest.json: of format `fmt`, listing `required`, every listed file present with its hash."""
+def read_manifest(root: str | Path) -> dict[str, str]:
+    """The manifest's {file: sha256}; ManifestError (one line) where it is missing or not of that shape."""
     root = Path(root)
     try:
         manifest = json.loads((root / MANIFEST).read_text())
-        files, got = manifest["files"], manifest["format"]
+        files = manifest["files"]
     except FileNotFoundError:
         raise ManifestError(f"{root}: no {MANIFEST} (not written by ntg-edge, or copied without it)") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ManifestError(f"{root}/{MANIFEST}: unreadable manifest ({e})") from None
+        raise ManifestError(f"{root}/{MANIFEST}: unreadable manifest ({type(e).__name__}: {e})") from None
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise ManifestError(f"{root}/{MANIFEST}: 'files' must map file names to sha256 digests")
+    if any(Path(k).is_absolute() or ".." in Path(k).parts for k in files):
+        raise ManifestError(f"{root}/{MANIFEST}: lists a file outside its folder")
+    return files
+
+
+def verify(root: str | Path, fmt: str, required: tuple[str, ...]) -> None:
+    """Check root/manifest.json: of format `fmt`, listing `required`, every listed file present with its hash."""
+    root = Path(root)
+    files = read_manifest(root)
+    got = read_format(root)
     if got != fmt:
         raise ManifestError(f"{root}/{MANIFEST}: format {got!r}, expected {fmt!r}")
     for need in required:
@@ -67,3 +79,13 @@ def verify(root: str | Path, fmt: str, required: tuple[str, ...]) -> None:
             raise ManifestError(f"{root}/{name}: missing (listed in {MANIFEST})")
         if sha256(path) != digest:
             raise ManifestError(f"{root}/{name}: sha256 does not match {MANIFEST} (modified or corrupt)")
+
+
+def read_yaml(path: Path) -> object:
+    """A YAML file's content; ValueError naming the file where it is not UTF-8 YAML."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None

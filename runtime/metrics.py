@@ -104,6 +104,8 @@ def class_fidelity(real: list[Flow], syn: list[Flow]) -> dict[str, float]:
 
 def fidelity(real: list[Flow], syn: list[Flow], train: list[Flow] | None = None) -> dict[str, float]:
     """Macro-averaged fidelity of `syn` against `real` over the classes of `real`; leakage/copy rate need `train`."""
+    if not real:
+        raise ValueError("no real flows to compare with")
     r, s = by_class(real), by_class(syn)
     per_class = [class_fidelity(r[c], s.get(c, [])) for c in sorted(r)]
     out = {k: float(np.mean([m[k] for m in per_class])) for k in per_class[0]}

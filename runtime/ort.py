@@ -89,7 +89,12 @@ class OrtEngine:
         so.intra_op_num_threads = threads or cpu_threads()
         so.inter_op_num_threads = 1  # one step graph, sequential
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = ort.InferenceSession(str(model_path), so, providers=ort_providers(provider))
+        try:
+            self.session = ort.InferenceSession(str(model_path), so, providers=ort_providers(provider))
+        except ProviderError:
+            raise
+        except Exception as e:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...) share no base
+            raise ValueError(f"{model_path}: ONNX Runtime cannot load it ({str(e).strip().splitlines()[0]})") from None
         self.provider = self.session.get_providers()[0]
         self.device = "cpu" if self.provider == "CPUExecutionProvider" else "cuda"
         shapes = {i.name: i.shape for i in self.session.get_inputs()}

@@ -36,6 +36,17 @@ class Tokenizer:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
+        # what a config.yaml read from disk may hold: checked, so that a damaged one is a line, not a numpy error
+        if not self.classes or not all(isinstance(c, str) for c in self.classes) or len(set(self.classes)) < len(
+                self.classes):
+            raise ValueError(f"classes: expected distinct class names, got {list(self.classes)[:5]!r}")
+        for name, least, most in (("max_len", 1, 65535), ("max_packets", 1, 4096), ("iat_bins", 2, 4096)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+                raise ValueError(f"{name}: expected a whole number {least} .. {most}, got {value!r}")
+        if not (isinstance(self.iat_min, (int, float)) and isinstance(self.iat_max, (int, float))
+                and 0 < self.iat_min < self.iat_max < float("inf")):
+            raise ValueError(f"iat_min, iat_max: expected 0 < iat_min < iat_max, got {self.iat_min!r}, {self.iat_max!r}")
         edges = np.geomspace(self.iat_min, self.iat_max, self.iat_bins)  # edges[0] = iat_min
         object.__setattr__(self, "_edges", edges)
 

@@ -229,3 +229,29 @@ def test_edge_install_says_what_a_folder_is(tiny_run, tiny_bundles, tmp_path):
     assert res.returncode != 0 and "Traceback" not in res.stderr and "manifest.json" in res.stderr
     res = _without_torch(tmp_path, "info", tiny_run)  # info reads configs only: it works without torch
     assert res.returncode == 0 and "parameters" in res.stdout, res.stderr
+
+
+def test_damage_behind_a_rewritten_manifest(tiny_run, tiny_bundles, files, tmp_path):
+    """What the fuzzer found: files damaged and the manifest rewritten to match, so the damage reaches the loaders."""
+    sizes = _copy(tiny_run, tmp_path / "sizes")
+    cfg = yaml.safe_load((sizes / "config.yaml").read_text())
+    cfg["model"]["vocab_size"] = -3
+    (sizes / "config.yaml").write_text(yaml.safe_dump(cfg))
+    write_manifest(sizes, RUN_FORMAT, ["model.safetensors", "config.yaml"])
+    fails(["generate", sizes, "--out", tmp_path / "x.parquet"], "config.yaml", "vocab_size")
+    graph = _copy(tiny_bundles["int8"], tmp_path / "graph")
+    (graph / "model.onnx").write_bytes((graph / "model.onnx").read_bytes()[:1000])  # not a graph any more
+    write_manifest(graph, "ntg-edge-bundle/1")
+    fails(["generate", graph, "--out", tmp_path / "x.parquet"], "model.onnx")
+    listed = _copy(tiny_run, tmp_path / "listed")
+    (listed / MANIFEST).write_text('{"format": "ntg-edge-run/1", "files": [1]}')
+    fails(["info", listed], "manifest.json")
+    flipped = _copy(tiny_run, tmp_path / "flipped")
+    _flip(flipped / "config.yaml", 10)
+    out = fails(["info", flipped], "manifest.json")
+    assert "FAILED" in out and "config.yaml" in out
+    empty = tmp_path / "empty.parquet"
+    write_flows(empty, [])
+    fails(["bench", "parity", tiny_run, "--real-train", files["train"], "--real-test", empty, "--draws", "2"],
+          "--real-test")
+    fails(["generate", tiny_run, "--n-per-class", "1", "--out", str(files["train"]) + "/"], "names a folder")

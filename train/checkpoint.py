@@ -13,7 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..runtime.flows import write_atomic
-from ..runtime.manifest import RUN_FORMAT, read_format, verify, write_manifest
+from ..runtime.manifest import RUN_FORMAT, read_format, read_yaml, verify, write_manifest
 from ..runtime.tokenizer import Tokenizer
 from .config import MODEL_CONFIGS
 from .mamba import Mamba
@@ -73,10 +73,7 @@ def read_config(run: str | Path) -> dict:
     """The run's config after checking its manifest; ValueError (one line, naming the file) otherwise."""
     run = Path(run)
     verify(run, RUN_FORMAT, (WEIGHTS, CONFIG))
-    try:
-        cfg = yaml.safe_load((run / CONFIG).read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{run / CONFIG}: not valid YAML ({str(e).splitlines()[0]})") from None
+    cfg = read_yaml(run / CONFIG)
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict) or not isinstance(cfg.get("tokenizer"),
                                                                                              dict):
         raise ValueError(f"{run / CONFIG}: expected a mapping with 'model' and 'tokenizer' sections")

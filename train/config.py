@@ -7,6 +7,16 @@ from dataclasses import asdict, dataclass
 
 from ..runtime.knobs import check, knob
 
+# The sizes a model takes from its tokenizer, with the bounds a config read from disk must respect: a damaged
+# config.yaml must be refused with a line, not ask torch for a negative or a terabyte-sized table.
+DERIVED = {"vocab_size": 1 << 20, "iat_bins": 4096, "block_size": 1 << 16}
+
+
+def check_derived(cfg: object) -> None:
+    for name, most in DERIVED.items():
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+            raise ValueError(f"{name}: expected a whole number 1 .. {most:,}, got {value!r}")
 
 
 @dataclass
@@ -16,10 +26,11 @@ class ModelConfig:
     vocab_size: int
     iat_bins: int
     block_size: int
-    dim: int = knob(160, "Model width (embedding and residual stream).", lo=2)
-    ffn_dim: int = knob(320, "SwiGLU width (the feed-forward's intermediate size).", lo=1)
-    n_layers: int = knob(4, "Decoder layers.", lo=1)
-    n_heads: int = knob(8, "Attention heads; dim / n_heads must be an even whole number (rotary pairs).", lo=1)
+    dim: int = knob(160, "Model width (embedding and residual stream).", lo=2, hi=8192)
+    ffn_dim: int = knob(320, "SwiGLU width (the feed-forward's intermediate size).", lo=1, hi=65536)
+    n_layers: int = knob(4, "Decoder layers.", lo=1, hi=256)
+    n_heads: int = knob(8, "Attention heads; dim / n_heads must be an even whole number (rotary pairs).", lo=1,
+                        hi=256)
     # heavy on purpose: the corpus is small and a generator that copies training flows is worthless
     dropout: float = knob(0.3, "Dropout probability.", lo=0, hi=1, hi_open=True)
     rope_base: float = knob(10000.0, "Rotary position base.", lo=1)
@@ -27,6 +38,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check(self)
+        check_derived(self)
         if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
             raise ValueError(f"dim {self.dim} / n_heads {self.n_heads}: the head width must be an even whole number")
 
@@ -45,18 +57,21 @@ class MambaConfig:
     vocab_size: int
     iat_bins: int
     block_size: int
-    dim: int = knob(72, "Model width (embedding and residual stream).", lo=2)
-    d_inner: int = knob(144, "Mamba's intermediate width (the mixer's channels; Mamba's expand x dim).", lo=1)
-    n_layers: int = knob(4, "Mamba layers.", lo=1)
-    d_state: int = knob(16, "Mamba's state size per channel (N).", lo=1)
-    d_conv: int = knob(4, "Width of Mamba's causal depthwise convolution.", lo=2)
-    dt_rank: int = knob(0, "Rank of Mamba's step-size projection (0 = ceil(dim / 16), Mamba's default).", lo=0)
+    dim: int = knob(72, "Model width (embedding and residual stream).", lo=2, hi=8192)
+    d_inner: int = knob(144, "Mamba's intermediate width (the mixer's channels; Mamba's expand x dim).", lo=1,
+                        hi=65536)
+    n_layers: int = knob(4, "Mamba layers.", lo=1, hi=256)
+    d_state: int = knob(16, "Mamba's state size per channel (N).", lo=1, hi=1024)
+    d_conv: int = knob(4, "Width of Mamba's causal depthwise convolution.", lo=2, hi=64)
+    dt_rank: int = knob(0, "Rank of Mamba's step-size projection (0 = ceil(dim / 16), Mamba's default).", lo=0,
+                        hi=8192)
     # heavy on purpose, as for the Transformer: the corpus is small
     dropout: float = knob(0.3, "Dropout probability.", lo=0, hi=1, hi_open=True)
     norm_eps: float = knob(1e-5, "RMSNorm epsilon.", lo=0, lo_open=True)
 
     def __post_init__(self) -> None:
         check(self)
+        check_derived(self)
 
     @property
     def rank(self) -> int:
@@ -91,7 +106,7 @@ class TrainConfig:
     ema_horizon: float = knob(0.1, "Horizon of the weight average, as a share of all training steps (0 = raw "
                                    "weights).", lo=0, hi=1)
     max_packets: int = knob(64, "Packets per flow the model sees.", lo=1)
-    seed: int = knob(0, "Random seed (data order, initialisation, validation draws).", lo=0)
+    seed: int = knob(0, "Random seed (data order, initialisation, validation draws).", lo=0, hi=2**32 - 1)
     device: str = knob("auto", "Where to train.", choices=("auto", "cpu", "cuda"))
 
     def __post_init__(self) -> None:
