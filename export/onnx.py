@@ -23,7 +23,7 @@ batch 1 a decode step is dominated by per-node overhead, not arithmetic (one thr
 Mamba (train/mamba.py) has the same graph with its recurrent state in place of the cache:
 
     inputs   tokens (B, 1) int64, iats (B, 1) int64,
-             past_conv_{i} (B, d_inner, d_conv - 1), past_ssm_{i} (B, d_inner, d_state) float32 for every layer i
+             past_conv_{i} (B, d_conv - 1, d_inner), past_ssm_{i} (B, d_inner, d_state) float32 for every layer i
     outputs  logits (B, 1, V), iat_logits (B, 1, K), present_conv_{i}, present_ssm_{i} (same shapes as the inputs)
 
 Only B is dynamic: the state's other dimensions are static, so the runtime starts it as zeros (runtime/engine.py).
@@ -130,7 +130,7 @@ def example_inputs(model: Transformer | Mamba, batch: int = 2, t: int = 3,
     g = torch.Generator().manual_seed(0)
     if isinstance(model, Mamba):
         t = 1
-        past = [torch.randn(batch, c.d_inner, *((c.d_conv - 1,) if j % 2 == 0 else (c.d_state,)), generator=g)
+        past = [torch.randn(batch, *((c.d_conv - 1, c.d_inner) if j % 2 == 0 else (c.d_inner, c.d_state)), generator=g)
                 for j in range(2 * c.n_layers)]
     else:
         past = [torch.randn(batch, c.n_heads, past_len, c.head_dim, generator=g) for _ in range(2 * c.n_layers)]

@@ -90,7 +90,7 @@ def test_recurrent_steps_equal_the_full_scan_on_real_flows(demo_flows):
         assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
         assert torch.allclose(torch.cat(iat_steps, 1), full_iat, atol=1e-5)
         conv, ssm = state[0]
-        assert conv.shape == (len(flows), 144, 3) and ssm.shape == (len(flows), 144, 16)
+        assert conv.shape == (len(flows), 3, 144) and ssm.shape == (len(flows), 144, 16)
         _, _, prefix = model(toks[:, :9], bins[:, :9])  # prefill, then the rest as one more prefill from that state
         rest, _, _ = model(toks[:, 9:], bins[:, 9:], prefix)
         assert torch.allclose(rest, full[:, 9:], atol=1e-5)
@@ -132,7 +132,7 @@ def test_step_graph_state_is_explicit_and_loop_free(mamba_bundles, mamba_run):
     g = onnx.load(mamba_bundles["fp32"] / MODEL).graph
     shapes = {i.name: [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim] for i in g.input}
     states = {n: s for n, s in shapes.items() if n.startswith(STATE_IN)}
-    assert states == {**{f"past_conv_{i}": ["batch", c.d_inner, c.d_conv - 1] for i in range(c.n_layers)},
+    assert states == {**{f"past_conv_{i}": ["batch", c.d_conv - 1, c.d_inner] for i in range(c.n_layers)},
                       **{f"past_ssm_{i}": ["batch", c.d_inner, c.d_state] for i in range(c.n_layers)}}
     assert {f"present_{n[5:]}" for n in states} <= {o.name for o in g.output}
     assert not [n for n in g.node if n.op_type in ("Loop", "Scan")]
