@@ -4,8 +4,9 @@ A LLaMA step attends over every earlier position (its key/value cache grows by o
 updates a fixed-size state (a convolution window and an SSM state per layer), so its cost should not depend on the
 position. Each model's ONNX int8 bundle (the shipped variant; built from a run into a work directory, or given) steps
 one flow per row from its class token, and at each listed position the step is timed `reps` times from the same
-state (the in-graph sampler included, as in generation). The models step side by side, position by position, so a
-drift of the machine's speed hits all of them alike.
+state (the in-graph sampler included, as in generation). The models take turns step by step, so a drift of the
+machine's speed hits all of them alike; it still moves the positions' columns against each other, so compare a model's
+row across positions against the other model's, and batch 1, where a step is mostly per-node overhead, with care.
 """
 
 from __future__ import annotations
@@ -69,17 +70,19 @@ def run_steps(paths: list[str | Path], workdir: str | Path, batches=BATCHES, pos
             live.append([label, engine, ban, tokens, np.zeros((b, 1), np.int64), None])
         u = np.random.default_rng(0).random((b, 2), dtype=np.float32)
         for pos in range(1, positions[-1] + 1):
-            for m in live:
-                label, engine, ban, tokens, iats, state = m
-                if pos in positions:
-                    _step(engine, tokens, iats, state, u, ban)  # warm
-                    times = []
-                    for _ in range(reps):
+            if pos in positions:
+                times = [[] for _ in live]
+                for rep in range(reps + 1):  # the models in turn, step by step; the first round warms up
+                    for m, ts in zip(live, times):
+                        label, engine, ban, tokens, iats, state = m
                         t = time.perf_counter()
                         _step(engine, tokens, iats, state, u, ban)
-                        times.append(time.perf_counter() - t)
-                    rows.append({"model": label, "batch": b, "position": pos, "ms": 1e3 * float(np.median(times))})
-                nxt, nbin, m[5] = _step(engine, tokens, iats, state, u, ban)
+                        if rep:
+                            ts.append(time.perf_counter() - t)
+                rows += [{"model": m[0], "batch": b, "position": pos, "ms": 1e3 * float(np.median(ts))}
+                         for m, ts in zip(live, times)]
+            for m in live:  # one step on: the next position's state
+                nxt, nbin, m[5] = _step(m[1], m[3], m[4], m[5], u, m[2])
                 m[3], m[4] = nxt[:, None], nbin[:, None]
     return {"rows": rows, "positions": positions, "reps": reps}
 
