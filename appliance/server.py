@@ -478,7 +478,7 @@ def create_app(appliance: Appliance) -> FastAPI:
         """Totals and throughput for the status page."""
         return Stats(uptime_s=time.time() - a.started, generated=tel.totals(tel.generated),
                      classified=tel.totals(tel.classified), generate_per_s=tel.generate_rate.per_second(),
-                     classify_per_s=tel.classify_rate.per_second(), stream_clients=int(tel.stream_clients._value.get()))
+                     classify_per_s=tel.classify_rate.per_second(), stream_clients=int(tel.value(tel.stream_clients)))
 
     # -- generation ----------------------------------------------------------------------------------------------
     @v1.post("/generate", response_model=GenerateResponse, tags=["generator"],

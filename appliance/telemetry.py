@@ -80,6 +80,10 @@ class Telemetry:
                     out[s.labels["cls"]] = out.get(s.labels["cls"], 0.0) + s.value
         return out
 
+    @staticmethod
+    def value(gauge: Gauge) -> float:
+        return gauge.collect()[0].samples[0].value
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 

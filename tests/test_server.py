@@ -272,7 +272,7 @@ def test_stream_backpressure_a_stalled_client_stops_generation(appliance):
         assert plateau is not None, "generation never waited for the stalled client"
         time.sleep(2.0)
         assert generated() == plateau
-        assert tel.queue_depth._value.get() <= 2 * 16  # at most the batch being sent and the one generated ahead
+        assert tel.value(tel.queue_depth) <= 2 * 16  # at most the batch being sent and the one generated ahead
         s.recv(65536)  # reading again resumes generation
         deadline = time.monotonic() + 5
         while generated() == plateau and time.monotonic() < deadline:
