@@ -68,7 +68,8 @@ class MambaMixer(nn.Module):
         d, n, r = cfg.d_inner, cfg.d_state, cfg.rank
         self.d_inner, self.d_state, self.rank = d, n, r
         self.in_proj = nn.Linear(cfg.dim, 2 * d, bias=False)
-        # no padding here: the window is continued from the state (zeros before the first token)
+        # Mamba's depthwise convolution, for its weight (d_inner, 1, d_conv) and bias: `forward` applies them to a
+        # window continued from the state (zeros before the first token), never with conv1d's own padding
         self.conv1d = nn.Conv1d(d, d, cfg.d_conv, groups=d, bias=True)
         self.x_proj = nn.Linear(d, r + 2 * n, bias=False)
         self.dt_proj = nn.Linear(r, d, bias=True)
