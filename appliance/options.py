@@ -91,9 +91,3 @@ def out_file(help: str) -> Callable:
 
 def out_dir(help: str) -> Callable:
     return click.option("--out", required=True, type=OutPath(file_okay=False), help=help)
-
-
-def pick(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The entries of `kwargs` that are fields of `cls`, removed from `kwargs`."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: kwargs.pop(k) for k in list(kwargs) if k in names}
