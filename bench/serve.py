@@ -376,24 +376,51 @@ def run_serve_bench(bundle: Path, train: Path, test: Path, work: Path, stream_se
     return rep
 
 
+PARTS = ("stream", "retrain", "classify", "fuzz", "augment")
+
+
+def _shares(ctx, param, value: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+    if not all(0 < v <= 1 for v in out):
+        raise click.BadParameter(f"shares must be in (0, 1], got {value!r}")
+    return out
+
+
+def _parts(ctx, param, value: str) -> tuple[str, ...]:
+    out = tuple(v.strip() for v in value.split(","))
+    unknown = [v for v in out if v not in PARTS]
+    if unknown:
+        raise click.BadParameter(f"unknown part(s) {', '.join(unknown)}; expected some of {', '.join(PARTS)}")
+    return out
+
+
 @click.command("serve")
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
-@click.option("--train", "train", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--real-train", "train", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Labelled real flows: the classifier's training flows and the retrain's upload.")
-@click.option("--test", "test", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--real-test", "test", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Real flows sent to classify.")
 @click.option("--work", type=click.Path(file_okay=False), default="out/bench-serve", show_default=True)
-@click.option("--stream-seconds", default=10.0, show_default=True, help="Per stream timing.")
-@click.option("--rounds", default=3, show_default=True, help="Interleaved rounds of stream vs bench speed.")
-@click.option("--classify-seconds", default=60.0, show_default=True)
-@click.option("--clients", default=16, show_default=True)
-@click.option("--fuzz-examples", default=25, show_default=True, help="schemathesis examples per operation.")
+@click.option("--stream-seconds", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Per stream timing.")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Interleaved rounds of stream vs bench speed.")
+@click.option("--classify-seconds", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--clients", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--fuzz-examples", default=25, show_default=True, type=click.IntRange(min=1),
+              help="schemathesis examples per operation.")
 @click.option("--ndpi", type=click.Path(exists=True, file_okay=False),
               help="nDPI corpus: run the augmentation study on its benchmark split.")
-@click.option("--shares", default="0.05,0.1,0.2", show_default=True, help="Shares of real training flows kept.")
-@click.option("--steps", default=600, show_default=True, help="Generator optimizer steps per share (batches of 16).")
-@click.option("--target", default=200, show_default=True, help="augment's target flows per class.")
-@click.option("--parts", default="stream,retrain,classify,fuzz,augment", show_default=True)
+@click.option("--shares", default="0.05,0.1,0.2", show_default=True, callback=_shares,
+              help="Shares of real training flows kept.")
+@click.option("--steps", default=600, show_default=True, type=click.IntRange(min=1),
+              help="Generator optimizer steps per share (batches of 16).")
+@click.option("--target", default=200, show_default=True, type=click.IntRange(min=1),
+              help="augment's target flows per class.")
+@click.option("--parts", default="stream,retrain,classify,fuzz,augment", show_default=True, callback=_parts)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False))
 def serve_bench(bundle, train, test, work, stream_seconds, rounds, classify_seconds, clients, fuzz_examples, ndpi, shares,
                 steps, target, parts, json_out) -> None:
@@ -401,8 +428,7 @@ def serve_bench(bundle, train, test, work, stream_seconds, rounds, classify_seco
     API fuzzing, and (with --ndpi) on-the-fly augmentation at 5-20% real data."""
     rep = run_serve_bench(Path(bundle), Path(train), Path(test), Path(work), stream_seconds, rounds, classify_seconds,
                           clients, fuzz_examples, Path(ndpi) if ndpi else None,
-                          tuple(float(s) for s in shares.split(",")), steps, target, tuple(parts.split(",")),
-                          log=click.echo)
+                          shares, steps, target, parts, log=click.echo)
     text = json.dumps(rep, indent=2, default=float)
     if json_out:
         Path(json_out).write_text(text + "\n")
