@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MambaConfig
-from .model import RMSNorm
+from .model import FlowModel, RMSNorm
 
 try:  # the fused CUDA scan of the reference implementation, where it is installed (never on the CPU-only install)
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
@@ -117,17 +117,9 @@ class Block(nn.Module):
         return x + self.drop(h), state
 
 
-class Mamba(nn.Module):
+class Mamba(FlowModel):
     def __init__(self, cfg: MambaConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.iat_emb = nn.Embedding(cfg.iat_bins, cfg.dim)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.iat_head = nn.Linear(cfg.dim, cfg.iat_bins, bias=False)
-        # The token head shares the embedding matrix, as in the Transformer (most of the parameters at this size).
+        super().__init__(cfg, lambda: Block(cfg))
         self.apply(self._init)
 
     def _init(self, m: nn.Module) -> None:
@@ -139,9 +131,6 @@ class Mamba(nn.Module):
             with torch.no_grad():
                 m.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # the inverse of softplus
 
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def forward(
         self, tokens: torch.Tensor, iats: torch.Tensor, state: list[LayerState] | None = None, last_only: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, list[LayerState]]:
@@ -150,12 +139,9 @@ class Mamba(nn.Module):
         Any t, with or without a state: a prefill continues from the state as t one-token steps would.
         last_only: the heads see the last position only, (batch, 1, ...): all that generation samples from.
         """
-        x = self.drop(self.tok_emb(tokens) + self.iat_emb(iats))
+        x = self.embed(tokens, iats)
         new_state = []
         for i, layer in enumerate(self.layers):
             x, s = layer(x, None if state is None else state[i])
             new_state.append(s)
-        if last_only:
-            x = x[:, -1:]
-        x = self.norm(x)
-        return F.linear(x, self.tok_emb.weight), self.iat_head(x), new_state
+        return (*self.heads(x, last_only), new_state)

@@ -7,6 +7,8 @@ serves training (no past), batched generation (one token per step) and the ONNX 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -85,17 +87,38 @@ class Block(nn.Module):
         return x + self.drop(self.ffn(self.ffn_norm(x))), present
 
 
-class Transformer(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+class FlowModel(nn.Module):
+    """What every generator shares around its layers: a packet token plus its inter-arrival bin embedded at each
+    position, and two heads, the next packet token (tied to the token embedding: most of the parameters at this size)
+    and the next inter-arrival bin."""
+
+    def __init__(self, cfg, block: Callable[[], nn.Module]) -> None:
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.iat_emb = nn.Embedding(cfg.iat_bins, cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(block() for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.iat_head = nn.Linear(cfg.dim, cfg.iat_bins, bias=False)
-        # The token head shares the embedding matrix: it is most of the parameters at this size.
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def embed(self, tokens: torch.Tensor, iats: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.tok_emb(tokens) + self.iat_emb(iats))  # (batch, t) -> (batch, t, dim)
+
+    def heads(self, x: torch.Tensor, last_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, t, dim) -> token logits (batch, t, vocab), iat logits (batch, t, bins); t = 1 with last_only."""
+        if last_only:
+            x = x[:, -1:]
+        x = self.norm(x)
+        return F.linear(x, self.tok_emb.weight), self.iat_head(x)
+
+
+class Transformer(FlowModel):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg, lambda: Block(cfg))
         cos, sin = rope_tables(cfg)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -105,9 +128,6 @@ class Transformer(nn.Module):
     def _init(m: nn.Module) -> None:
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, std=0.02)
-
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     def forward(
         self, tokens: torch.Tensor, iats: torch.Tensor, past: list[KV] | None = None, last_only: bool = False
@@ -119,12 +139,9 @@ class Transformer(nn.Module):
         t = tokens.shape[1]
         start = 0 if past is None else past[0][0].shape[2]
         cos, sin = self.rope_cos[start : start + t], self.rope_sin[start : start + t]
-        x = self.drop(self.tok_emb(tokens) + self.iat_emb(iats))
+        x = self.embed(tokens, iats)
         present = []
         for i, layer in enumerate(self.layers):
             x, kv = layer(x, cos, sin, None if past is None else past[i])
             present.append(kv)
-        if last_only:
-            x = x[:, -1:]
-        x = self.norm(x)
-        return F.linear(x, self.tok_emb.weight), self.iat_head(x), present
+        return (*self.heads(x, last_only), present)
