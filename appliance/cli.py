@@ -14,7 +14,7 @@ from ..runtime.ingest import Assembly
 from ..runtime.sampler import Sampling
 from ..runtime.split import SplitConfig
 from ..train.config import MODEL_CONFIGS, MODELS, TrainConfig
-from .options import OutPath, config_options, model_options, model_settings, out_dir, out_file
+from .options import OutPath, config_options, model_options, model_settings, out_dir, out_file, positive_ints
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 SEED_MAX = 2**32 - 1  # numpy and scikit-learn seeds
@@ -355,19 +355,9 @@ def bench() -> None:
     """Benchmarks that print figures: generation speed, quantization/export parity, ingest throughput."""
 
 
-def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(b) for b in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated whole numbers, got {value!r}") from None
-    if any(b < 1 for b in sizes):
-        raise click.BadParameter(f"batch sizes must be >= 1, got {value!r}")
-    return sizes
-
-
 @bench.command("speed")
 @click.argument("path", metavar="RUN_OR_BUNDLE", type=click.Path(exists=True, file_okay=False))
-@click.option("--batch-sizes", default="1,64,1024", show_default=True, callback=_batch_sizes)
+@click.option("--batch-sizes", default="1,64,1024", show_default=True, callback=positive_ints)
 @click.option("--flows-b1", default=200, show_default=True, type=click.IntRange(min=1),
               help="Flows generated one at a time at batch 1.")
 @click.option("--batches", "n_batches", default=3, show_default=True, type=click.IntRange(min=1),

@@ -91,3 +91,14 @@ def out_file(help: str) -> Callable:
 
 def out_dir(help: str) -> Callable:
     return click.option("--out", required=True, type=OutPath(file_okay=False), help=help)
+
+
+def positive_ints(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    """A click callback: '1,64,1024' -> (1, 64, 1024), every number >= 1."""
+    try:
+        out = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated whole numbers, got {value!r}") from None
+    if any(v < 1 for v in out):
+        raise click.BadParameter(f"expected numbers >= 1, got {value!r}")
+    return out

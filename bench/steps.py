@@ -20,6 +20,7 @@ import numpy as np
 from ..runtime.bundle import read_bundle_config
 from ..runtime.engine import Engine
 from ..runtime.tokenizer import Tokenizer
+from ..appliance.options import positive_ints
 from .variants import build_variants, is_run
 
 POSITIONS = (1, 16, 32, 64)
@@ -101,21 +102,11 @@ def format_steps(rep: dict) -> str:
     return "\n".join(lines)
 
 
-def _ints(ctx, param, value: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated whole numbers, got {value!r}") from None
-    if any(v < 1 for v in out):
-        raise click.BadParameter(f"expected numbers >= 1, got {value!r}")
-    return out
-
-
 @click.command("steps")
 @click.argument("paths", nargs=-1, required=True, metavar="RUN_OR_BUNDLE...",
                 type=click.Path(exists=True, file_okay=False))
-@click.option("--batch-sizes", default=",".join(map(str, BATCHES)), show_default=True, callback=_ints)
-@click.option("--positions", default=",".join(map(str, POSITIONS)), show_default=True, callback=_ints,
+@click.option("--batch-sizes", default=",".join(map(str, BATCHES)), show_default=True, callback=positive_ints)
+@click.option("--positions", default=",".join(map(str, POSITIONS)), show_default=True, callback=positive_ints,
               help="Positions (1 = the class token) at which a step is timed.")
 @click.option("--reps", default=30, show_default=True, type=click.IntRange(min=1), help="Timed steps per position.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
