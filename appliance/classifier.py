@@ -5,8 +5,8 @@ dir * (payload length + 1), 0 where the flow has fewer packets, then its kept-pa
 
 Persistence without pickles: the Random Forest is fitted with scikit-learn and converted to ONNX (skl2onnx), so
 loading a classifier never executes stored code, and the edge box runs it on the ONNX Runtime it already has (one
-runtime for both models; on the demo split ONNX Runtime classifies 100 flows in about 1 ms on one thread where
-scikit-learn's own predict_proba takes about 40 ms, docs/appliance.md). A classifier directory holds
+runtime for both models, and far faster than scikit-learn's own predict_proba: docs/appliance.md). A classifier
+directory holds
 
     classifier.json     {"format", "kind", "classes", "features", "model", "sha256", "version", "macro_f1", ...}
     classifier-N.onnx   the model named by "model"; its sha256 must match, or the classifier is refused

@@ -11,12 +11,12 @@ from pathlib import Path
 import click
 
 from ..runtime.ingest import Assembly
+from ..runtime.ort import PROVIDERS as DEVICES
 from ..runtime.sampler import Sampling
 from ..runtime.split import SplitConfig
-from ..train.config import MODEL_CONFIGS, MODELS, TrainConfig
+from ..runtime.settings import MODEL_CONFIGS, MODELS, TrainConfig
 from .options import OutPath, config_options, model_options, model_settings, out_dir, out_file, positive_ints
 
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 SEED_MAX = 2**32 - 1  # numpy and scikit-learn seeds
 
 
@@ -34,6 +34,21 @@ class Cli(click.Group):
 @click.version_option(package_name="ntg-edge")
 def main() -> None:
     """Learn real network traffic and generate synthetic flows."""
+
+
+def _require_train(what: str) -> None:
+    """Commands that train, quantize or export need torch: say so in one line on the edge install."""
+    import importlib
+
+    missing = []
+    for name in ("torch", "onnx"):  # imported, not only looked up: a broken install fails here too
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise click.ClickException(f"{what} needs {' and '.join(missing)}: pip install 'ntg-edge[train]' (this is "
+                                   "the edge install, which ingests, generates from bundles and serves)")
 
 
 def _flows(path: str) -> list:
@@ -154,6 +169,7 @@ def split(flows, out, **kw) -> None:
 @config_options(TrainConfig)
 def train(flows, model_type, out, **kw) -> None:
     """Train a class-conditioned generator on a labelled flows file (labels = classes)."""
+    _require_train("train")
     from ..train.train import train as run_training
 
     mc = model_settings(model_type, MODEL_CONFIGS, kw)
@@ -306,6 +322,7 @@ def evaluate(real_test, synthetic, real_train, json_out, seed) -> None:
 @out_dir("Quantized run directory to write.")
 def quantize(run, scheme, keep_embedding_fp32, out) -> None:
     """Post-training int8 quantization (torchao) of a trained run into a run directory `generate` can use."""
+    _require_train("quantize")
     from ..train.checkpoint import quantize_run
 
     r = quantize_run(run, scheme, out, embedding=not keep_embedding_fp32)
@@ -322,6 +339,7 @@ def quantize(run, scheme, keep_embedding_fp32, out) -> None:
 @out_dir("Bundle directory to write.")
 def export(run, fmt, int8, out) -> None:
     """Export a trained run to a self-contained, hash-checked bundle that `generate` runs without torch."""
+    _require_train("export")
     from ..export.bundle import export_bundle
     from ..export.tensorrt import TensorRTUnavailable
 
@@ -331,8 +349,8 @@ def export(run, fmt, int8, out) -> None:
         export_bundle(run, out, int8=int8, tensorrt=fmt == "tensorrt", log=click.echo)
     except FileExistsError as e:
         raise click.ClickException(str(e)) from None
-    except TensorRTUnavailable as e:
-        raise click.ClickException(str(e)) from None
+    except (TensorRTUnavailable, RuntimeError) as e:  # TensorRT missing, or its parser or builder failed
+        raise click.ClickException(str(e).strip().splitlines()[0]) from None
 
 
 @main.command()

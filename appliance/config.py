@@ -14,6 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from ..runtime.ingest import Assembly
+
 TOKEN_ENV = "NTG_EDGE_TOKEN"
 
 
@@ -62,13 +64,17 @@ class AugmentConfig(_Section):
     seed: int = Field(0, ge=0)
 
 
+_ASSEMBLY = Assembly()
+
+
 class CaptureConfig(_Section):
     interface: str | None = Field(None, description="Capture and classify live traffic on this interface.")
     bpf: str | None = Field(None, description="BPF filter for the capture, e.g. 'tcp or udp port 53'.")
     classify_at: int = Field(8, ge=1, description="Classify a flow once it has this many packets (or when it ends).")
-    max_packets: int = Field(64, ge=1, description="Packets kept per flow.")
-    idle_timeout: float = Field(120.0, gt=0)
-    active_timeout: float = Field(1800.0, gt=0)
+    # ingest's defaults (runtime/ingest.py Assembly), so that live flows are assembled as captured files are
+    max_packets: int = Field(_ASSEMBLY.max_packets, ge=1, description="Packets kept per flow.")
+    idle_timeout: float = Field(_ASSEMBLY.idle_timeout, gt=0, description="Seconds without a packet that end a flow.")
+    active_timeout: float = Field(_ASSEMBLY.active_timeout, gt=0, description="Seconds after which a flow is cut.")
     recent: int = Field(100, ge=1, le=10_000, description="Recent predictions kept for the API and the page.")
 
     @model_validator(mode="after")

@@ -33,7 +33,8 @@ import click
 import numpy as np
 import yaml
 
-from ..runtime.flows import Flow, read_flows, write_flows
+from ..runtime.bundle import read_bundle_config
+from ..runtime.flows import Flow, read_flows, write_atomic, write_flows
 
 LENGTH = 10  # bench speed's fixed flow length
 
@@ -426,12 +427,13 @@ def serve_bench(bundle, train, test, work, stream_seconds, rounds, classify_seco
                 steps, target, parts, json_out) -> None:
     """The appliance under load on loopback: stream vs bench speed, stream during a retrain, classify latency,
     API fuzzing, and (with --ndpi) on-the-fly augmentation at 5-20% real data."""
+    read_bundle_config(bundle)  # a damaged or foreign folder is one line here, not a server that never starts
     rep = run_serve_bench(Path(bundle), Path(train), Path(test), Path(work), stream_seconds, rounds, classify_seconds,
                           clients, fuzz_examples, Path(ndpi) if ndpi else None,
                           shares, steps, target, parts, log=click.echo)
     text = json.dumps(rep, indent=2, default=float)
     if json_out:
-        Path(json_out).write_text(text + "\n")
+        write_atomic(json_out, lambda tmp: Path(tmp).write_text(text + "\n"))
     click.echo(text)
 
 

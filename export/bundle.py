@@ -9,8 +9,8 @@ from pathlib import Path
 import onnx
 import yaml
 
-from ..runtime.bundle import CONFIG, MODEL, PLAN, is_bundle
-from ..runtime.manifest import BUNDLE_FORMAT, write_manifest
+from ..runtime.bundle import MODEL, PLAN, is_bundle
+from ..runtime.manifest import BUNDLE_FORMAT, CONFIG, write_manifest
 from ..train.checkpoint import load_run, read_config
 from .onnx import OPSET, SAMPLER_GROUP, add_sampler, export_onnx, pad_vocab, quantize_int8
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from .engine import Engine
-from .manifest import BUNDLE_FORMAT, read_format, read_yaml, verify
+from .manifest import BUNDLE_FORMAT, CONFIG, read_format, read_yaml, verify
 from .ort import OrtEngine, ProviderError, available
 from .tokenizer import Tokenizer
 from .trt import TrtEngine, tensorrt_available
 
-MODEL, PLAN, CONFIG = "model.onnx", "model.plan", "config.yaml"
+MODEL, PLAN = "model.onnx", "model.plan"
 
 
 class BundleError(ValueError):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .manifest import BUNDLE_FORMAT, MANIFEST, RUN_FORMAT, ManifestError, read_format, read_manifest, read_yaml, verify
+from .manifest import (BUNDLE_FORMAT, CONFIG, MANIFEST, RUN_FORMAT, ManifestError, read_format, read_manifest, read_yaml,
+                       verify)
 
-CONFIG = "config.yaml"  # the same name in runs (train/checkpoint.py) and bundles (runtime/bundle.py)
 
 
 def _size(root: Path, files: dict) -> str:

@@ -1,6 +1,6 @@
 """Settings declared once: a dataclass field holds a setting's default, help text and valid range.
 
-The config dataclasses (train/config.py, runtime/ingest.py, runtime/split.py) are the single source of defaults; the
+The config dataclasses (runtime/settings.py, runtime/ingest.py, runtime/split.py) are the single source of defaults; the
 command line derives its options from them (appliance/options.py), and `check` refuses out-of-range values with a
 message naming the setting, whether they came from the command line, a config file or Python.
 """

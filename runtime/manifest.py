@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 MANIFEST = "manifest.json"
+CONFIG = "config.yaml"  # every model directory's config: tokenizer, model, provenance
 RUN_FORMAT, BUNDLE_FORMAT = "ntg-edge-run/1", "ntg-edge-bundle/1"
 
 

@@ -58,7 +58,7 @@ class Packet(NamedTuple):
     tunnel: int = NO_TUNNEL
 
 
-class CaptureError(Exception):
+class CaptureError(ValueError):
     """A capture that cannot be opened or read; the message names the source and why."""
 
 

@@ -227,6 +227,10 @@ def test_edge_install_says_what_a_folder_is(tiny_run, tiny_bundles, tmp_path):
     (bare / MANIFEST).unlink()
     res = _without_torch(tmp_path, "generate", bare, "--out", tmp_path / "x.parquet")
     assert res.returncode != 0 and "Traceback" not in res.stderr and "manifest.json" in res.stderr
+    for args in (["train", tiny_run / "config.yaml", "--out", tmp_path / "r"], ["export", tiny_run, "--out", tmp_path / "b"],
+                 ["quantize", tiny_run, "--scheme", "int8-wo", "--out", tmp_path / "q"]):
+        res = _without_torch(tmp_path, *args)
+        assert res.returncode != 0 and "Traceback" not in res.stderr and "ntg-edge[train]" in res.stderr, res.stderr
     res = _without_torch(tmp_path, "info", tiny_run)  # info reads configs only: it works without torch
     assert res.returncode == 0 and "parameters" in res.stdout, res.stderr
 

@@ -16,7 +16,7 @@ from ntg_edge.runtime.flows import Flow, read_flows, write_flows
 from ntg_edge.runtime.sampler import Sampling, generate, sample
 from ntg_edge.runtime.tokenizer import EOS, Tokenizer
 from ntg_edge.train.checkpoint import load_run
-from ntg_edge.train.config import ModelConfig
+from ntg_edge.runtime.settings import ModelConfig
 from ntg_edge.train.data import pad
 from ntg_edge.train.engine import TorchEngine
 from ntg_edge.train.model import Transformer

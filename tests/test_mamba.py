@@ -24,7 +24,7 @@ from ntg_edge.runtime.flows import read_flows, write_flows
 from ntg_edge.runtime.sampler import Sampling, generate, sample
 from ntg_edge.runtime.tokenizer import Tokenizer
 from ntg_edge.train.checkpoint import load_run, read_config
-from ntg_edge.train.config import MambaConfig
+from ntg_edge.runtime.settings import MambaConfig
 from ntg_edge.train.data import pad
 from ntg_edge.train.engine import TorchEngine
 from ntg_edge.train.mamba import Mamba

@@ -13,9 +13,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..runtime.flows import write_atomic
-from ..runtime.manifest import RUN_FORMAT, read_format, read_yaml, verify, write_manifest
+from ..runtime.manifest import CONFIG, RUN_FORMAT, read_format, read_yaml, verify, write_manifest
 from ..runtime.tokenizer import Tokenizer
-from .config import MODEL_CONFIGS
+from ..runtime.settings import MODEL_CONFIGS
 from .mamba import Mamba
 from .model import Transformer
 from .quantize import flat_state, int8_names, quantize_model, restore_int8
@@ -23,7 +23,7 @@ from .quantize import flat_state, int8_names, quantize_model, restore_int8
 ARCHITECTURES = {"llama": Transformer, "mamba": Mamba}  # a run's model_type -> its module (configs: MODEL_CONFIGS)
 Model = Transformer | Mamba
 
-WEIGHTS, CONFIG = "model.safetensors", "config.yaml"
+WEIGHTS = "model.safetensors"
 
 
 def check_out(run: str | Path) -> None:

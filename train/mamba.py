@@ -22,10 +22,8 @@ One mixer (Gu and Dao 2023, as in mamba-minimal), x of shape (B, T, dim):
 
 The scan is a loop over positions, the recurrence exactly as written, so one step of generation and the
 full-sequence forward are the same arithmetic, and a prefill continues from any state. Sequences here are at most 66
-tokens. Measured on this project's shared 2-core CPU (study size, batch 64, t = 65, one layer's scan, forward +
-backward, one thread): 140-270 ms for this position-at-a-time loop; 300-870 ms when the decays and inputs of all
-positions are first computed as (b, t, d_inner, d_state) tensors; about 10 s for a log-space parallel scan (Heinsen
-2023, complex logcumsumexp over positions), which also differed from the recurrence by 1e-5 relative. Where the
+tokens: at that length the loop was faster on the CPU than materialising all positions' decays, and far faster
+than a log-space parallel scan, which also drifts from the recurrence (docs/design.md, Mamba). Where the
 `mamba-ssm` CUDA kernels import, training on a GPU (no incoming state) uses their fused selective scan instead.
 """
 
@@ -37,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import MambaConfig
+from ..runtime.settings import MambaConfig
 from .model import FlowModel, RMSNorm
 
 try:  # the fused CUDA scan of the reference implementation, where it is installed (never on the CPU-only install)
@@ -88,9 +86,9 @@ class MambaMixer(nn.Module):
         t = x.shape[1]
         conv_state = window[:, t:]
         # The depthwise convolution as d_conv shifted multiply-adds over positions, not conv1d: the same sum, but ONNX
-        # Runtime's grouped Conv (one group per channel) took 43% of a batch-256 int8 step (29 ms of 67). Positions
-        # are the window's middle dimension (so is the state's) so that each shift is a contiguous block: slicing
-        # (b, d_inner, positions) along its last dimension instead cost 29% of the step.
+        # Runtime's grouped Conv (one group per channel) was the largest cost of an int8 step (docs/benchmarks.md,
+        # Mamba). Positions are the window's middle dimension (so is the state's) so that each shift is a contiguous
+        # block: slicing (b, d_inner, positions) along its last dimension was the next largest.
         w = self.conv1d.weight[:, 0].T  # (d_conv, d_inner)
         x = F.silu(self.conv1d.bias + sum(w[k] * window[:, k : k + t] for k in range(kernel)))  # (b, t, d_inner)
         delta, B, C = self.x_proj(x).split([self.rank, self.d_state, self.d_state], dim=-1)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
+from ..runtime.settings import ModelConfig
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (batch, heads, past_len, head_dim) each
 

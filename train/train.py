@@ -31,7 +31,7 @@ from ..runtime.flows import Flow, write_atomic
 from ..runtime.sampler import Sampling, generate
 from ..runtime.tokenizer import Tokenizer
 from .checkpoint import Model, build_model, check_out, save_run
-from .config import TrainConfig
+from ..runtime.settings import TrainConfig
 from .data import batches, encode_all, targets
 from .engine import TorchEngine
 
@@ -112,7 +112,7 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
           log=print, model_type: str = "llama") -> dict:
     """Train a generator on labelled flows and write the chosen checkpoint to `out`; returns the summary.
 
-    `model_type` is "llama" or "mamba" (train/config.py MODEL_CONFIGS); `mc` overrides that config's defaults
+    `model_type` is "llama" or "mamba" (runtime/settings.py MODEL_CONFIGS); `mc` overrides that config's defaults
     (vocabulary sizes come from the tokenizer). Raises ValueError when the flows
     cannot train a class-conditioned model (fewer than 2 classes, or a class with no flow left for training).
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..runtime.knobs import check, knob
+from .knobs import check, knob
 
 # The sizes a model takes from its tokenizer, with the bounds a config read from disk must respect: a damaged
 # config.yaml must be refused with a line, not ask torch for a negative or a terabyte-sized table.
