@@ -480,7 +480,8 @@ def test_sigterm_drains_streams_and_exits_0(tiny_bundles, real_files, tmp_path):
 
 
 def test_serving_path_is_torch_free():
-    code = ("import sys, ntg_edge.appliance.serve, ntg_edge.appliance.server, ntg_edge.appliance.live; "
+    code = ("import sys, ntg_edge.appliance.cli, ntg_edge.appliance.serve, ntg_edge.appliance.server, "
+            "ntg_edge.appliance.live; "
             "print(sorted(m for m in ('torch', 'ntg_edge.train') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
