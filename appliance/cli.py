@@ -11,13 +11,13 @@ from pathlib import Path
 import click
 
 from ..runtime.ingest import Assembly
+from ..runtime.knobs import SEED_MAX
 from ..runtime.ort import PROVIDERS as DEVICES
 from ..runtime.sampler import Sampling
 from ..runtime.split import SplitConfig
 from ..runtime.settings import MODEL_CONFIGS, MODELS, TrainConfig
 from .options import OutPath, config_options, model_options, model_settings, out_dir, out_file, positive_ints
 
-SEED_MAX = 2**32 - 1  # numpy and scikit-learn seeds
 
 
 class Cli(click.Group):

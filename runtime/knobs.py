@@ -11,6 +11,8 @@ import dataclasses
 import math
 from typing import Any
 
+SEED_MAX = 2**32 - 1  # the largest seed numpy and scikit-learn accept
+
 
 def knob(default: Any, help: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
          hi_open: bool = False, choices: tuple[str, ...] | None = None) -> Any:

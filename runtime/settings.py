@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .knobs import check, knob
+from .knobs import SEED_MAX, check, knob
 
 # The sizes a model takes from its tokenizer, with the bounds a config read from disk must respect: a damaged
 # config.yaml must be refused with a line, not ask torch for a negative or a terabyte-sized table.
@@ -106,7 +106,7 @@ class TrainConfig:
     ema_horizon: float = knob(0.1, "Horizon of the weight average, as a share of all training steps (0 = raw "
                                    "weights).", lo=0, hi=1)
     max_packets: int = knob(64, "Packets per flow the model sees.", lo=1)
-    seed: int = knob(0, "Random seed (data order, initialisation, validation draws).", lo=0, hi=2**32 - 1)
+    seed: int = knob(0, "Random seed (data order, initialisation, validation draws).", lo=0, hi=SEED_MAX)
     device: str = knob("auto", "Where to train.", choices=("auto", "cpu", "cuda"))
 
     def __post_init__(self) -> None:

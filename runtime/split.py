@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from .flows import Flow
-from .knobs import check, knob
+from .knobs import SEED_MAX, check, knob
 
 DROPPED_LABELS = ("", "Unknown")
 
@@ -28,7 +28,7 @@ class SplitConfig:
     cap_per_class: int = knob(500, "Most flows kept per class.", lo=1)
     cap_per_file: int = knob(50, "Most flows kept per class from one capture.", lo=1)
     test_size: float = knob(0.2, "Share of each class held out for test.", lo=0, hi=1, lo_open=True, hi_open=True)
-    seed: int = knob(0, "Random seed of the caps and the split.", lo=0)
+    seed: int = knob(0, "Random seed of the caps and the split.", lo=0, hi=SEED_MAX)
 
     def __post_init__(self) -> None:
         check(self)
