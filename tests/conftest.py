@@ -35,6 +35,25 @@ def demo_split(demo_flows):
 
 
 @pytest.fixture(scope="session")
+def real_files(demo_split, tmp_path_factory) -> dict[str, Path]:
+    """demo_split written as flows files: {"train": PATH, "test": PATH, "dir": their folder}."""
+    from ntg_edge.runtime.flows import write_flows
+
+    root = tmp_path_factory.mktemp("demo_files")
+    for name, flows in zip(("train", "test"), demo_split):
+        write_flows(root / f"{name}.parquet", flows)
+    return {"train": root / "train.parquet", "test": root / "test.parquet", "dir": root}
+
+
+def export_bundles(run: Path, root: Path) -> dict[str, Path]:
+    """{"fp32": BUNDLE, "int8": BUNDLE} exported from `run` into `root`."""
+    from ntg_edge.export.bundle import export_bundle
+
+    return {name: export_bundle(run, root / name, int8=name == "int8", log=lambda *_: None)
+            for name in ("fp32", "int8")}
+
+
+@pytest.fixture(scope="session")
 def tiny_run(demo_split, tmp_path_factory) -> Path:
     """A run directory: TINY trained for 3 epochs on the shipped captures' training split (16 packets per flow)."""
     from ntg_edge.train.train import TrainConfig, train
@@ -47,12 +66,8 @@ def tiny_run(demo_split, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundles(tiny_run, tmp_path_factory) -> dict[str, Path]:
-    """{"fp32": BUNDLE, "int8": BUNDLE} exported from tiny_run."""
-    from ntg_edge.export.bundle import export_bundle
-
-    root = tmp_path_factory.mktemp("tiny_bundles")
-    return {name: export_bundle(tiny_run, root / name, int8=name == "int8", log=lambda *_: None)
-            for name in ("fp32", "int8")}
+    """The fp32 and int8 bundles of tiny_run."""
+    return export_bundles(tiny_run, tmp_path_factory.mktemp("tiny_bundles"))
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ from click.testing import CliRunner
 
 from ntg_edge.appliance.cli import main
 from ntg_edge.bench.parity import METRICS, agrees, run_parity
-from ntg_edge.runtime.flows import write_flows
 from ntg_edge.train.checkpoint import load_run
 
 from conftest import ROOT
@@ -44,13 +43,10 @@ def test_parity_fp32_with_itself_passes(tiny_run, demo_split, tmp_path):
     assert agrees(ref["value"], ref) and not agrees(ref["hi"] + 0.5, ref)
 
 
-def test_bench_parity_cli(tiny_run, demo_split, tmp_path):
-    train, test = demo_split
-    write_flows(tmp_path / "train.parquet", train)
-    write_flows(tmp_path / "test.parquet", test)
+def test_bench_parity_cli(tiny_run, real_files, tmp_path):
     js = tmp_path / "parity.json"
-    res = CliRunner().invoke(main, ["bench", "parity", str(tiny_run), "--real-train", str(tmp_path / "train.parquet"),
-                                    "--real-test", str(tmp_path / "test.parquet"), "--n-per-class", "8",
+    res = CliRunner().invoke(main, ["bench", "parity", str(tiny_run), "--real-train", str(real_files["train"]),
+                                    "--real-test", str(real_files["test"]), "--n-per-class", "8",
                                     "--draws", "2", "--json", str(js)])
     rep = json.loads(js.read_text())
     assert {"torchao int8-wo", "torchao int8-da", "onnx fp32", "onnx int8", "torch fp32 seed 2"} <= set(rep["variants"])

@@ -37,16 +37,6 @@ def fails(args: list, *names: str) -> str:
     return out
 
 
-@pytest.fixture(scope="module")
-def files(demo_split, tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("cli_errors")
-    train, test = demo_split
-    paths = {"train": root / "train.parquet", "test": root / "test.parquet"}
-    write_flows(paths["train"], train)
-    write_flows(paths["test"], test)
-    return paths
-
-
 def _corrupt_flows(path: Path, train: list, column: str, value) -> Path:
     """A flows file whose row 3 has `column` replaced by `value` (written with pyarrow, past our writer's checks)."""
     table = to_table(train[:10]).to_pydict()
@@ -57,12 +47,12 @@ def _corrupt_flows(path: Path, train: list, column: str, value) -> Path:
 
 @pytest.mark.parametrize("column,value,why", [("pl", [1, 2], "entries"), ("dir", [1, 2, 1], "dir"),
                                               ("pl", [-3, 5, 5], "pl"), ("iat", [0.0], "entries")])
-def test_corrupt_flows_are_refused_by_every_reader(demo_split, files, tmp_path, column, value, why):
+def test_corrupt_flows_are_refused_by_every_reader(demo_split, real_files, tmp_path, column, value, why):
     train = [f for f in demo_split[0] if len(f.pl) == 3] or demo_split[0]
     bad = _corrupt_flows(tmp_path / "bad.parquet", [f for f in demo_split[0] if len(f.pl) >= 3], column, value)
     for args in (["split", bad, "--out", tmp_path / "split"],
-                 ["evaluate", "--real-test", bad, "--synthetic", files["test"]],
-                 ["evaluate", "--real-test", files["test"], "--synthetic", bad],
+                 ["evaluate", "--real-test", bad, "--synthetic", real_files["test"]],
+                 ["evaluate", "--real-test", real_files["test"], "--synthetic", bad],
                  ["train", bad, "--out", tmp_path / "run", "--epochs", "1"]):
         fails(args, str(bad), "row 3")
     assert not (tmp_path / "run").exists() and not (tmp_path / "split").exists()
@@ -81,12 +71,12 @@ def test_generate_options(tiny_run, tmp_path, args, option):
     assert not out.exists()
 
 
-def test_generate_conflicting_counts(tiny_run, files, tmp_path):
+def test_generate_conflicting_counts(tiny_run, real_files, tmp_path):
     out = tmp_path / "syn.parquet"
-    fails(["generate", tiny_run, "--n-per-class", "3", "--counts-from", files["train"], "--out", out],
+    fails(["generate", tiny_run, "--n-per-class", "3", "--counts-from", real_files["train"], "--out", out],
           "--n-per-class", "--counts-from")
     fails(["generate", tiny_run, "--scale", "2", "--out", out], "--scale", "--counts-from")
-    fails(["generate", tiny_run, "--counts-from", files["train"], "--scale", "-1", "--out", out], "--scale")
+    fails(["generate", tiny_run, "--counts-from", real_files["train"], "--scale", "-1", "--out", out], "--scale")
     fails(["generate", tiny_run, "--device", "tensorrt", "--out", out], "--device tensorrt")
     assert not out.exists()
 
@@ -101,22 +91,22 @@ def test_generate_refuses_an_output_it_cannot_write(tiny_run, tmp_path):
     (["--dropout", "2"], "--dropout"), (["--device", "gpu0"], "--device"), (["--max-packets", "0"], "--max-packets"),
     (["--dim", "7", "--n-heads", "3"], "n_heads"), (["--model", "gpt"], "--model"),
 ])
-def test_train_options(files, tmp_path, args, option):
-    fails(["train", files["train"], *args, "--out", tmp_path / "run"], option)
+def test_train_options(real_files, tmp_path, args, option):
+    fails(["train", real_files["train"], *args, "--out", tmp_path / "run"], option)
     assert not (tmp_path / "run").exists()
 
 
-def test_outputs_never_land_in_a_folder_of_other_files(files, tiny_run, tmp_path):
+def test_outputs_never_land_in_a_folder_of_other_files(real_files, tiny_run, tmp_path):
     keep = tmp_path / "mine"
     keep.mkdir()
     (keep / "notes.txt").write_text("x")
-    fails(["train", files["train"], "--epochs", "1", "--out", keep], str(keep), "not a run")
+    fails(["train", real_files["train"], "--epochs", "1", "--out", keep], str(keep), "not a run")
     fails(["quantize", tiny_run, "--scheme", "int8-wo", "--out", keep], str(keep), "not a run")
     fails(["export", tiny_run, "--out", keep], str(keep), "not a bundle")
     assert [p.name for p in keep.iterdir()] == ["notes.txt"]
-    for args in (["train", files["train"], "--out", ""], ["generate", tiny_run, "--out", ""],
-                 ["split", files["train"], "--out", " "], ["evaluate", "--real-test", files["test"], "--synthetic",
-                                                           files["test"], "--json", ""]):
+    for args in (["train", real_files["train"], "--out", ""], ["generate", tiny_run, "--out", ""],
+                 ["split", real_files["train"], "--out", " "], ["evaluate", "--real-test", real_files["test"], "--synthetic",
+                                                           real_files["test"], "--json", ""]):
         fails(args, "--out" if "--out" in args else "--json", "empty")
 
 
@@ -148,14 +138,14 @@ def test_bad_labels_file(tmp_path, damage):
     fails(["ingest", CAPTURES / "dns", "--labels", labels, "--out", tmp_path / "f.parquet"], str(labels))
 
 
-def test_evaluate_empty_or_disjoint(files, demo_split, tmp_path):
+def test_evaluate_empty_or_disjoint(real_files, demo_split, tmp_path):
     empty = tmp_path / "empty.parquet"
     write_flows(empty, [])
-    fails(["evaluate", "--real-test", empty, "--synthetic", files["test"]], str(empty))
-    fails(["evaluate", "--real-test", files["test"], "--synthetic", empty], str(empty))
+    fails(["evaluate", "--real-test", empty, "--synthetic", real_files["test"]], str(empty))
+    fails(["evaluate", "--real-test", real_files["test"], "--synthetic", empty], str(empty))
     other = tmp_path / "other.parquet"
     write_flows(other, [f.__class__(**{**f.__dict__, "label": "elsewhere"}) for f in demo_split[1][:20]])
-    fails(["evaluate", "--real-test", files["test"], "--synthetic", other], str(other), "class")
+    fails(["evaluate", "--real-test", real_files["test"], "--synthetic", other], str(other), "class")
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -235,7 +225,7 @@ def test_edge_install_says_what_a_folder_is(tiny_run, tiny_bundles, tmp_path):
     assert res.returncode == 0 and "parameters" in res.stdout, res.stderr
 
 
-def test_damage_behind_a_rewritten_manifest(tiny_run, tiny_bundles, files, tmp_path):
+def test_damage_behind_a_rewritten_manifest(tiny_run, tiny_bundles, real_files, tmp_path):
     """What the fuzzer found: files damaged and the manifest rewritten to match, so the damage reaches the loaders."""
     sizes = _copy(tiny_run, tmp_path / "sizes")
     cfg = yaml.safe_load((sizes / "config.yaml").read_text())
@@ -256,6 +246,6 @@ def test_damage_behind_a_rewritten_manifest(tiny_run, tiny_bundles, files, tmp_p
     assert "FAILED" in out and "config.yaml" in out
     empty = tmp_path / "empty.parquet"
     write_flows(empty, [])
-    fails(["bench", "parity", tiny_run, "--real-train", files["train"], "--real-test", empty, "--draws", "2"],
+    fails(["bench", "parity", tiny_run, "--real-train", real_files["train"], "--real-test", empty, "--draws", "2"],
           "--real-test")
-    fails(["generate", tiny_run, "--n-per-class", "1", "--out", str(files["train"]) + "/"], "names a folder")
+    fails(["generate", tiny_run, "--n-per-class", "1", "--out", str(real_files["train"]) + "/"], "names a folder")

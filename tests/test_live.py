@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from ntg_edge.appliance.server import create_app
 
-from test_server import make_appliance, real_files  # noqa: F401 - real_files is a fixture (tests/ is on sys.path)
+from test_server import make_appliance
 
 HOST_IP, PEER_IP = "10.213.77.1", "10.213.77.2"  # a /30 that exists only between this test's veth pair
 HTTP_PORT, DNS_PORT, FLUSH_PORT = 8053, 5353, 5999
@@ -90,7 +90,7 @@ def _dns_query(name: str, qid: int) -> bytes:
     return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + labels + b"\x00\x00\x01\x00\x01"
 
 
-def test_live_capture_sees_and_classifies_the_traffic_made(veth, tiny_bundles, real_files, tmp_path):  # noqa: F811
+def test_live_capture_sees_and_classifies_the_traffic_made(veth, tiny_bundles, real_files, tmp_path):
     iface, _ = veth
     app_ = make_appliance(tiny_bundles["int8"], tmp_path / "clf", real_files["train"],
                           capture={"interface": iface, "bpf": f"host {PEER_IP}", "classify_at": 4,

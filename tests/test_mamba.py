@@ -20,15 +20,17 @@ from ntg_edge.appliance.cli import main
 from ntg_edge.bench.steps import format_steps, run_steps
 from ntg_edge.runtime.bundle import MODEL, load_bundle
 from ntg_edge.runtime.engine import STATE_IN
-from ntg_edge.runtime.flows import read_flows, write_flows
+from ntg_edge.runtime.flows import read_flows
 from ntg_edge.runtime.sampler import Sampling, generate, sample
+from ntg_edge.runtime.settings import MambaConfig
 from ntg_edge.runtime.tokenizer import Tokenizer
 from ntg_edge.train.checkpoint import load_run, read_config
-from ntg_edge.runtime.settings import MambaConfig
 from ntg_edge.train.data import pad
 from ntg_edge.train.engine import TorchEngine
 from ntg_edge.train.mamba import Mamba
 from ntg_edge.train.quantize import logits_error, quantize_model
+
+from conftest import export_bundles
 
 TINY_MAMBA = {"dim": 32, "d_inner": 64, "n_layers": 2, "d_state": 8, "dropout": 0.1}
 
@@ -46,11 +48,7 @@ def mamba_run(demo_split, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def mamba_bundles(mamba_run, tmp_path_factory) -> dict[str, Path]:
-    from ntg_edge.export.bundle import export_bundle
-
-    root = tmp_path_factory.mktemp("mamba_bundles")
-    return {name: export_bundle(mamba_run, root / name, int8=name == "int8", log=lambda *_: None)
-            for name in ("fp32", "int8")}
+    return export_bundles(mamba_run, tmp_path_factory.mktemp("mamba_bundles"))
 
 
 def _real(flows, tok: Tokenizer, t: int = 12, n: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -198,13 +196,10 @@ def test_generate_from_mamba_bundle_without_torch(mamba_bundles, tmp_path):
     assert all(0 <= p <= tok.max_len for f in flows for p in f.pl) and all(d in (1, -1) for f in flows for d in f.dir)
 
 
-def test_bench_parity_and_speed_cover_mamba(mamba_run, demo_split, tmp_path):
-    train, test = demo_split
-    write_flows(tmp_path / "train.parquet", train)
-    write_flows(tmp_path / "test.parquet", test)
+def test_bench_parity_and_speed_cover_mamba(mamba_run, real_files, tmp_path):
     js = tmp_path / "parity.json"
-    res = CliRunner().invoke(main, ["bench", "parity", str(mamba_run), "--real-train", str(tmp_path / "train.parquet"),
-                                    "--real-test", str(tmp_path / "test.parquet"), "--n-per-class", "8",
+    res = CliRunner().invoke(main, ["bench", "parity", str(mamba_run), "--real-train", str(real_files["train"]),
+                                    "--real-test", str(real_files["test"]), "--n-per-class", "8",
                                     "--draws", "2", "--json", str(js)])
     rep = json.loads(js.read_text())
     assert {"torchao int8-wo", "torchao int8-da", "onnx fp32", "onnx int8"} <= set(rep["variants"]), res.output

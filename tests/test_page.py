@@ -12,7 +12,7 @@ import pytest
 
 from ntg_edge.appliance.server import create_app, flow_dict
 
-from test_server import make_appliance, real_files, serving  # noqa: F401 - real_files is a fixture
+from test_server import make_appliance, serving
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -48,7 +48,7 @@ def _wait_for(driver, element_id: str, want, timeout: float = 15.0) -> str:
         time.sleep(0.2)
 
 
-def test_page_renders_the_api_figures(browser, tiny_bundles, real_files, demo_split, tmp_path):  # noqa: F811
+def test_page_renders_the_api_figures(browser, tiny_bundles, real_files, demo_split, tmp_path):
     app_ = make_appliance(tiny_bundles["int8"], tmp_path / "clf", real_files["train"])
     with serving(create_app(app_)) as (url, _):
         # activity for the page to show: generated and classified flows, and one augment
@@ -81,7 +81,7 @@ def test_page_renders_the_api_figures(browser, tiny_bundles, real_files, demo_sp
         assert not errors, errors
 
 
-def test_page_shows_live_predictions(browser, tiny_bundles, real_files, tmp_path):  # noqa: F811
+def test_page_shows_live_predictions(browser, tiny_bundles, real_files, tmp_path):
     """Live capture on loopback (filtered to one port of a server the test runs): the page's table lists the flows."""
     import http.server
     import os

@@ -25,22 +25,13 @@ from ntg_edge.appliance.config import load_config
 from ntg_edge.appliance.serve import serve
 from ntg_edge.appliance.server import Appliance, create_app, flow_dict
 from ntg_edge.runtime.bundle import BundleError
-from ntg_edge.runtime.flows import read_flows, write_flows
+from ntg_edge.runtime.flows import read_flows
 
 TREES = 40  # enough for the shipped captures' five classes; keeps each fit well under a second
 
 
 def quiet(_: str) -> None:
     pass
-
-
-@pytest.fixture(scope="module")
-def real_files(demo_split, tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("flows")
-    train, test = demo_split
-    write_flows(root / "train.parquet", train)
-    write_flows(root / "test.parquet", test)
-    return {"train": root / "train.parquet", "test": root / "test.parquet", "dir": root}
 
 
 def make_appliance(bundle: Path, classifier_dir: Path, train: Path | None = None, **sections) -> Appliance:
