@@ -13,7 +13,6 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from .flows import Flow
 from .knobs import SEED_MAX, check, knob
@@ -71,6 +70,9 @@ def split_flows(flows: list[Flow], c: SplitConfig = SplitConfig()) -> tuple[list
     kept = {name: items for name, items in kept.items() if len(items) >= min_flows}
     if not kept:
         raise ValueError(f"no class has {min_flows} flows of {min_packets}+ packets after the caps")
+
+    # imported here: scikit-learn takes over a second to import, and every CLI command imports this module's settings
+    from sklearn.model_selection import train_test_split
 
     pool = [f for items in kept.values() for f in items]
     train, test = train_test_split(pool, test_size=c.test_size, random_state=c.seed, stratify=[f.label for f in pool])
