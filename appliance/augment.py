@@ -1,5 +1,5 @@
 """Augment: rebalance real labelled flows with synthetic ones, retrain the forest in the background, and swap it in
-only if it is not worse on the held-out real flows.
+only if real + synthetic is not worse than the real flows alone on held-out real flows.
 
 One job at a time (a second start raises Busy, which the API answers with 409). The job runs in its own thread with
 its own generator session and forest threads (config `augment.threads`), so serving keeps its share of the cores.
@@ -16,8 +16,8 @@ from typing import Any, Callable
 from ..runtime.bundle import load_bundle
 from ..runtime.flows import Flow
 from ..runtime.sampler import Sampling
-from .classifier import (Classifier, OnnxClassifier, OnnxModel, Scored, counts, fit_forest, holdout_split, macro_f1,
-                         save_classifier)
+from .classifier import (Classifier, OnnxClassifier, OnnxModel, Scored, counts, fit_forest, held_out_f1,
+                         holdout_split, save_classifier)
 from .config import ApplianceConfig
 from .synth import generate_flows
 
@@ -32,11 +32,11 @@ class AugmentStatus:
     started: float | None = None  # epoch seconds
     finished: float | None = None
     real_flows: int = 0  # uploaded real flows
-    held_out: int = 0  # of which held out to score the classifiers
+    held_out: int = 0  # of which held out to score the two recipes
     target_per_class: int = 0
     synthetic: dict[str, int] = field(default_factory=dict)  # synthetic flows added per class
-    before_f1: float | None = None  # the classifier in use, on the held-out flows (None: there was none)
-    after_f1: float | None = None  # the retrained candidate, on the same flows
+    before_f1: float | None = None  # a forest on the real flows alone, on the held-out flows (None: none held out)
+    after_f1: float | None = None  # a forest on the real and synthetic flows, on the same held-out flows
     swapped: bool = False  # the candidate replaced the classifier in use
     version: int = 0  # the classifier version in use after the job
     error: str | None = None
@@ -78,11 +78,11 @@ class Augmenter:
             st.finished = time.time()
 
     def _augment(self, st: AugmentStatus, flows: list[Flow], target: int) -> None:
-        cfg = self._cfg
-        real, held = holdout_split(flows, cfg.classifier.holdout)
+        cfg, c = self._cfg, self._cfg.classifier
+        fit_on, held = holdout_split(flows, c.holdout)
         st.held_out = len(held)
-        have = counts(real)
-        need = {c: max(0, target - have.get(c, 0)) for c in self._classes if c in have}
+        have = counts(flows)
+        need = {k: max(0, target - have.get(k, 0)) for k in self._classes if k in have}
         if self._engine is None:
             self._engine = load_bundle(cfg.bundle, "cpu", threads=cfg.augment.threads)
         engine, tok = self._engine
@@ -90,23 +90,29 @@ class Augmenter:
         synthetic = generate_flows(engine, tok, need, Sampling(g.temperature, g.top_k, g.top_p), g.batch_size,
                                    cfg.augment.seed)
         st.synthetic = counts(synthetic)
-        model, classes = fit_forest(real + synthetic, cfg.classifier.trees, cfg.augment.threads, cfg.augment.seed)
-        self.candidate = candidate = Scored(OnnxModel(model, len(classes), cfg.classifier.threads), classes)
+        # Two recipes judged on the same held-out real flows, both fitted without them: the real flows alone
+        # ("before") and with the synthetic ones ("after"). Not the classifier in use: it may have been fitted on
+        # these very flows (start-up fits on all of them), which would make it look better than it is.
+        threads, seed = cfg.augment.threads, cfg.augment.seed
+        st.before_f1 = held_out_f1(fit_on, held, c.trees, threads, seed)
+        st.after_f1 = held_out_f1(fit_on + synthetic, held, c.trees, threads, seed)
+        # the chosen recipe is then fitted on every real flow: a class of 2-5 flows cannot spare one for good
+        model, classes = fit_forest(flows + synthetic, c.trees, threads, seed)
+        self.candidate = Scored(OnnxModel(model, len(classes), c.threads), classes)
         current: Classifier | None = self._holder.classifier
-        st.after_f1 = macro_f1(candidate, held) if held else None
-        st.before_f1 = macro_f1(current, held) if held and current is not None else None
-        keep_current = current is not None and (st.after_f1 is None or st.before_f1 is None
-                                                or st.after_f1 < st.before_f1)
-        if keep_current:
+        worse = st.after_f1 is not None and st.before_f1 is not None and st.after_f1 < st.before_f1
+        if current is not None and worse:
             st.version = current.version
-            self._log(f"augment: kept classifier v{current.version} (before {st.before_f1}, after {st.after_f1})")
+            self._log(f"augment: kept classifier v{current.version} (held-out macro-F1 real only {st.before_f1:.3f}, "
+                      f"augmented {st.after_f1:.3f})")
             return
         version = (current.version if current is not None else 0) + 1
-        root = Path(cfg.classifier.path)
-        save_classifier(root, model, classes, "forest", version, st.after_f1, counts(real + synthetic))
-        self._holder.swap_classifier(OnnxClassifier(root, cfg.classifier.threads))
+        root = Path(c.path)
+        save_classifier(root, model, classes, "forest", version, st.after_f1, counts(flows + synthetic))
+        self._holder.swap_classifier(OnnxClassifier(root, c.threads))
         st.swapped, st.version = True, version
-        self._log(f"augment: classifier v{version} in use (before {st.before_f1}, after {st.after_f1})")
+        self._log(f"augment: classifier v{version} in use (held-out macro-F1 real only {st.before_f1}, "
+                  f"augmented {st.after_f1})")
 
     def describe(self) -> dict:
         return asdict(self.status)

@@ -180,13 +180,24 @@ def save_classifier(root: str | Path, model: bytes, classes: list[str], kind: st
     return root
 
 
+def held_out_f1(fit_on: list[Flow], held: list[Flow], trees: int, threads: int, seed: int = 0) -> float | None:
+    """Macro-F1 on `held` of a forest fitted on `fit_on`: how good the recipe is, judged on flows it did not see."""
+    if not held:
+        return None
+    model, classes = fit_forest(fit_on, trees, threads, seed)
+    return macro_f1(Scored(OnnxModel(model, len(classes), threads), classes), held)
+
+
 def train_classifier(root: str | Path, flows: list[Flow], trees: int, threads: int, holdout: float,
                      version: int = 1, seed: int = 0) -> OnnxClassifier:
-    """Fit the forest on the non-held-out part of labelled `flows`, score it on the held-out part, store and load it."""
+    """Score the forest on a held-out part of labelled `flows`, then fit it on all of them, store and load it.
+
+    The holdout only measures: a class of 2-5 flows cannot spare one of them for good (at 5% of the benchmark's
+    training split, the forest fitted without its holdout scored 0.32 macro-F1 on the test split, 0.47 with it)."""
     fit_on, held = holdout_split(flows, holdout)
-    model, classes = fit_forest(fit_on, trees, threads, seed)
-    score = macro_f1(Scored(OnnxModel(model, len(classes), threads), classes), held) if held else None
-    save_classifier(root, model, classes, "forest", version, score, counts(fit_on))
+    score = held_out_f1(fit_on, held, trees, threads, seed)
+    model, classes = fit_forest(flows, trees, threads, seed)
+    save_classifier(root, model, classes, "forest", version, score, counts(flows))
     return OnnxClassifier(root, threads)
 
 

@@ -282,11 +282,14 @@ def keep_share(flows: list[Flow], share: float, seed: int = 0) -> list[Flow]:
 
 
 def augment_study(work: Path, train: list[Flow], test: list[Flow], shares: tuple[float, ...], steps: int,
-                  target: int, log: Callable) -> dict:
+                  target: int, log: Callable, generator: Path | None = None) -> dict:
     """Per share: real-only vs augmented macro-F1 on the real test split, through the service's own endpoints.
 
-    Each generator gets the same budget in optimizer steps (batches of 16), not in epochs: 30 epochs of 116 flows at
-    the default batch of 64 are 60 steps, from which the model learns little more than the packet marginals."""
+    `generator` None: for each share a generator is trained on the kept flows alone (the strict low-data setting),
+    each with the same budget in optimizer steps (batches of 16), not in epochs: 30 epochs of 116 flows at the
+    default batch of 64 are 60 steps, from which the model learns little more than the packet marginals.
+    `generator` a run: one bundle made from it serves every share (a generator trained once on a larger corpus,
+    shipped to boxes that each hold a few labelled flows of their own)."""
     from fastapi.testclient import TestClient
 
     from ..appliance.classifier import macro_f1
@@ -297,17 +300,26 @@ def augment_study(work: Path, train: list[Flow], test: list[Flow], shares: tuple
 
     model = {"dim": 64, "ffn_dim": 128, "n_layers": 2, "n_heads": 4, "dropout": 0.2}
     out = {}
+    shared = None
+    if generator is not None:
+        shared = export_bundle(generator, work / "bundle-generator", int8=True, log=lambda *_: None)
+        out["generator"] = {"run": str(generator), "tstr_f1": _tstr(shared, test)}
     for share in shares:
         tag = f"{round(share * 100)}pct"
         kept = keep_share(train, share)
         write_flows(work / f"{tag}.parquet", kept)
-        t0 = time.perf_counter()
-        epochs = math.ceil(steps * 16 / len(kept))
-        train_generator(kept, work / f"run-{tag}", model,
-                        TrainConfig(epochs=epochs, batch_size=16, patience=epochs, val_flows_per_class=5),
-                        log=lambda *_: None)
-        train_s = time.perf_counter() - t0
-        bundle = export_bundle(work / f"run-{tag}", work / f"bundle-{tag}", int8=True, log=lambda *_: None)
+        row: dict = {"share": share, "real_train_flows": len(kept)}
+        if shared is None:
+            t0 = time.perf_counter()
+            epochs = math.ceil(steps * 16 / len(kept))
+            train_generator(kept, work / f"run-{tag}", model,
+                            TrainConfig(epochs=epochs, batch_size=16, patience=epochs, val_flows_per_class=5),
+                            log=lambda *_: None)
+            row.update(generator_steps=steps, generator_epochs=epochs, train_seconds=time.perf_counter() - t0)
+            bundle = export_bundle(work / f"run-{tag}", work / f"bundle-{tag}", int8=True, log=lambda *_: None)
+            row["tstr_f1"] = _tstr(bundle, test)
+        else:
+            bundle = shared
         cfg = load_config(None, {"bundle": str(bundle), "classifier": {"path": str(work / f"clf-{tag}"),
                                                                        "train_flows": str(work / f"{tag}.parquet")},
                                  "augment": {"target_per_class": target}})
@@ -324,17 +336,15 @@ def augment_study(work: Path, train: list[Flow], test: list[Flow], shares: tuple
         y = [f.label for f in test]
         served = float(f1_score(y, [p["label"] for p in preds], labels=sorted(set(y)), average="macro",
                                 zero_division=0))
-        row = {"share": share, "real_train_flows": len(kept), "generator_steps": steps, "generator_epochs": epochs,
-               "train_seconds": train_s, "tstr_f1": _tstr(bundle, test),
-               "synthetic_flows": sum(st["synthetic"].values()), "holdout_before_f1": st["before_f1"],
-               "holdout_after_f1": st["after_f1"], "swapped": st["swapped"],
-               "test_f1_real_only": macro_f1(real_only, test), "test_f1_served_after_augment": served,
-               # the retrained candidate on the test split, whether or not the held-out rule swapped it in
-               "test_f1_augmented": macro_f1(app.augmenter.candidate, test)}
+        row.update({"synthetic_flows": sum(st["synthetic"].values()), "holdout_real_only_f1": st["before_f1"],
+                    "holdout_augmented_f1": st["after_f1"], "swapped": st["swapped"],
+                    "test_f1_real_only": macro_f1(real_only, test), "test_f1_served_after_augment": served,
+                    # the augmented forest on the test split, whether or not the held-out rule swapped it in
+                    "test_f1_augmented": macro_f1(app.augmenter.candidate, test)})
         out[tag] = row
         log(f"augment {tag}: {len(kept)} real flows, +{row['synthetic_flows']} synthetic; test macro-F1 real-only "
-            f"{row['test_f1_real_only']:.3f}, augmented {row['test_f1_augmented']:.3f}, served {served:.3f} (swapped {st['swapped']}; held-out "
-            f"{st['before_f1']} -> {st['after_f1']})")
+            f"{row['test_f1_real_only']:.3f}, augmented {row['test_f1_augmented']:.3f}, served {served:.3f} "
+            f"(swapped {st['swapped']}; held-out real only {st['before_f1']} -> augmented {st['after_f1']})")
     return out
 
 
@@ -355,7 +365,7 @@ def run_serve_bench(bundle: Path, train: Path, test: Path, work: Path, stream_se
                     classify_seconds: float = 60, clients: int = 16, fuzz_examples: int = 25,
                     ndpi: Path | None = None, shares: tuple[float, ...] = (0.05, 0.1, 0.2), steps: int = 600,
                     target: int = 200, parts: tuple[str, ...] = ("stream", "retrain", "classify", "fuzz", "augment"),
-                    log: Callable = print) -> dict:
+                    generator: Path | None = None, log: Callable = print) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     rep: dict = {"bundle": str(bundle), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     test_flows = read_flows(test)
@@ -373,7 +383,7 @@ def run_serve_bench(bundle: Path, train: Path, test: Path, work: Path, stream_se
 
         flows, _ = ingest_paths([ndpi / "pcaps"], labels=ndpi / "labels.csv.gz", progress=False, warn=lambda m: None)
         ndpi_train, ndpi_test, _ = split_flows(flows, SplitConfig())
-        rep["augment"] = augment_study(work, ndpi_train, ndpi_test, shares, steps, target, log)
+        rep["augment"] = augment_study(work, ndpi_train, ndpi_test, shares, steps, target, log, generator)
     return rep
 
 
@@ -421,16 +431,21 @@ def _parts(ctx, param, value: str) -> tuple[str, ...]:
               help="Generator optimizer steps per share (batches of 16).")
 @click.option("--target", default=200, show_default=True, type=click.IntRange(min=1),
               help="augment's target flows per class.")
+@click.option("--generator", type=click.Path(exists=True, file_okay=False),
+              help="Augmentation study: one training run (e.g. trained on the whole nDPI training split) serves every "
+                   "share, instead of a generator trained on each share's kept flows.")
 @click.option("--parts", default="stream,retrain,classify,fuzz,augment", show_default=True, callback=_parts)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False))
 def serve_bench(bundle, train, test, work, stream_seconds, rounds, classify_seconds, clients, fuzz_examples, ndpi, shares,
-                steps, target, parts, json_out) -> None:
+                steps, target, generator, parts, json_out) -> None:
     """The appliance under load on loopback: stream vs bench speed, stream during a retrain, classify latency,
     API fuzzing, and (with --ndpi) on-the-fly augmentation at 5-20% real data."""
+    if generator and not (ndpi and "augment" in parts):
+        raise click.UsageError("--generator is the augmentation study's generator: give --ndpi and the augment part")
     read_bundle_config(bundle)  # a damaged or foreign folder is one line here, not a server that never starts
     rep = run_serve_bench(Path(bundle), Path(train), Path(test), Path(work), stream_seconds, rounds, classify_seconds,
                           clients, fuzz_examples, Path(ndpi) if ndpi else None,
-                          shares, steps, target, parts, log=click.echo)
+                          shares, steps, target, parts, Path(generator) if generator else None, log=click.echo)
     text = json.dumps(rep, indent=2, default=float)
     if json_out:
         write_atomic(json_out, lambda tmp: Path(tmp).write_text(text + "\n"))
