@@ -64,28 +64,28 @@ def padded(flows: list[Flow], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return out[0], out[1], out[2], out[3]
 
 
-def _smote(budget: float = 1.0, threads: int = 1) -> Synthesizer:
+def _smote(budget: float = 1.0, threads: int = 1, log: Callable[[str], None] | None = None) -> Synthesizer:
     from .oversample import Smote
 
     return Smote()
 
 
-def _fast_retransmit(budget: float = 1.0, threads: int = 1) -> Synthesizer:
+def _fast_retransmit(budget: float = 1.0, threads: int = 1, log: Callable[[str], None] | None = None) -> Synthesizer:
     from .oversample import FastRetransmit
 
     return FastRetransmit()
 
 
-def _cvae(budget: float = 1.0, threads: int = 1) -> Synthesizer:
+def _cvae(budget: float = 1.0, threads: int = 1, log: Callable[[str], None] | None = None) -> Synthesizer:
     from .cvae import Cvae
 
-    return Cvae(budget=budget, threads=threads)
+    return Cvae(budget=budget, threads=threads, log=log)
 
 
-def _gasf(budget: float = 1.0, threads: int = 1) -> Synthesizer:
+def _gasf(budget: float = 1.0, threads: int = 1, log: Callable[[str], None] | None = None) -> Synthesizer:
     from .gasf import GasfDiffusion
 
-    return GasfDiffusion(budget=budget, threads=threads)
+    return GasfDiffusion(budget=budget, threads=threads, log=log)
 
 
 # constructors import their module when called: SMOTE and fast retransmit must not pull in torch
@@ -93,12 +93,14 @@ BASELINES: dict[str, Callable[..., Synthesizer]] = {
     "cvae": _cvae, "gasf": _gasf, "smote": _smote, "fast_retransmit": _fast_retransmit}
 
 
-def make_baseline(name: str, budget: float = 1.0, threads: int = 1) -> Synthesizer:
-    """A fresh, unfitted baseline. `budget` > 0 scales the neural ones' training; `threads` their torch threads."""
+def make_baseline(name: str, budget: float = 1.0, threads: int = 1,
+                  log: Callable[[str], None] | None = None) -> Synthesizer:
+    """A fresh, unfitted baseline. `budget` > 0 scales the neural ones' training; `threads` their torch threads;
+    `log` receives the neural ones' parameter count and per-epoch loss lines."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
     if not budget > 0:
         raise ValueError(f"budget: expected a number > 0, got {budget!r}")
     if threads < 1:
         raise ValueError(f"threads: expected a whole number >= 1, got {threads!r}")
-    return BASELINES[name](budget=budget, threads=threads)
+    return BASELINES[name](budget=budget, threads=threads, log=log)
