@@ -438,12 +438,14 @@ def bench_ingest(paths, json_out) -> None:
 def _register() -> None:
     """Commands defined beside what they run; imported here, so `ntg-edge --help` lists them."""
     from ..bench.fuzz import fuzz
+    from ..bench.paper import paper_command
     from ..bench.serve import serve_bench
     from ..bench.steps import steps_command
     from .serve import serve
 
     main.add_command(serve)
     bench.add_command(fuzz)
+    bench.add_command(paper_command)
     bench.add_command(serve_bench)
     bench.add_command(steps_command)
 
