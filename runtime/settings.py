@@ -106,6 +106,11 @@ class TrainConfig:
     ema_horizon: float = knob(0.1, "Horizon of the weight average, as a share of all training steps (0 = raw "
                                    "weights).", lo=0, hi=1)
     max_packets: int = knob(64, "Packets per flow the model sees.", lo=1)
+    # The first packets are what a classifier of the flow sees first (the benchmark's forest sees 20); long flows are
+    # kept, but need not take the model's capacity from them.
+    head_packets: int = knob(20, "Packets that weigh fully in the loss (see --tail-weight).", lo=1)
+    tail_weight: float = knob(1.0, "Loss weight of packets after the first --head-packets (1 = every packet alike).",
+                              lo=0, hi=1)
     seed: int = knob(0, "Random seed (data order, initialisation, validation draws).", lo=0, hi=SEED_MAX)
     device: str = knob("auto", "Where to train.", choices=("auto", "cpu", "cuda"))
 

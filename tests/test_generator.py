@@ -231,3 +231,24 @@ def test_weight_average_is_the_decay_weighted_mean_of_the_iterates():
     w = torch.tensor([0.9 ** (5 - i) for i in range(6)])
     want = sum(wi * x for wi, x in zip(w, seen)) / w.sum()
     assert torch.allclose(avg.module.weight, want, atol=1e-6)
+
+
+def test_tail_weight_zero_ignores_packets_after_the_head(demo_split):
+    """With tail_weight 0 the loss must not see what follows the first head_packets packets; with 1 it must."""
+    from ntg_edge.runtime.settings import TrainConfig
+    from ntg_edge.train.data import encode_all
+    from ntg_edge.train.train import loss_fn
+
+    flows = [f for f in demo_split[0] if len(f.pl) > 12][:16]
+    tok = Tokenizer(classes=tuple(sorted({f.label for f in demo_split[0]})))
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=tok.vocab_size, iat_bins=tok.iat_bins, block_size=tok.block_size,
+                                    **TINY)).eval()
+    toks, bins = pad(encode_all(flows, tok))
+    later = toks.clone()
+    tail = later[:, 12:]  # inputs from packet 11 on, targets from packet 11 on: all past the head of 10
+    later[:, 12:] = torch.where(tail >= tok.packet_base, tok.packet_base + (tail - tok.packet_base + 7) % 3002, tail)
+    head_only = TrainConfig(head_packets=10, tail_weight=0.0)
+    with torch.no_grad():
+        assert torch.isclose(loss_fn(model, toks, bins, tok, head_only), loss_fn(model, later, bins, tok, head_only))
+        assert not torch.isclose(loss_fn(model, toks, bins, tok), loss_fn(model, later, bins, tok))

@@ -32,7 +32,7 @@ from ..runtime.sampler import Sampling, generate
 from ..runtime.tokenizer import Tokenizer
 from .checkpoint import Model, build_model, check_out, save_run
 from ..runtime.settings import TrainConfig
-from .data import batches, encode_all, targets
+from .data import IGNORE, batches, encode_all, targets
 from .engine import TorchEngine
 
 
@@ -54,12 +54,23 @@ def lr_at(step: int, total: int, c: TrainConfig) -> float:
     return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * frac))
 
 
-def loss_fn(model: Model, toks: torch.Tensor, bins: torch.Tensor, tok: Tokenizer) -> torch.Tensor:
-    logits, iat_logits, _ = model(toks[:, :-1], bins[:, :-1])
-    y, ybin = targets(toks, bins, tok)
-    return F.cross_entropy(logits.flatten(0, 1), y.flatten()) + F.cross_entropy(
-        iat_logits.flatten(0, 1), ybin.flatten()
-    )
+def loss_fn(model: Model, toks: torch.Tensor, bins: torch.Tensor, tok: Tokenizer, c: TrainConfig | None = None
+            ) -> torch.Tensor:
+    """Next-token + next-iat cross-entropy; with `c`, packets after the first `c.head_packets` weigh `c.tail_weight`."""
+    logits, iat_logits, _ = model(toks[:, :-1], bins[:, :-1])  # (B, T, vocab), (B, T, iat_bins)
+    y, ybin = targets(toks, bins, tok)  # (B, T) each, IGNORE where there is nothing to predict
+    if c is None or c.tail_weight == 1.0:
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten()) + F.cross_entropy(
+            iat_logits.flatten(0, 1), ybin.flatten())
+    # target t is packet t (0-based) or the <EOS> after packet t-1: the early ones are what a classifier sees first
+    w = torch.where(torch.arange(y.shape[1], device=y.device) < c.head_packets, 1.0, c.tail_weight)  # (T,)
+
+    def weighted(lg: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(lg.transpose(1, 2), target, reduction="none")  # (B, T), 0 where ignored
+        ww = w * (target != IGNORE)
+        return (ce * ww).sum() / ww.sum().clamp(min=1e-9)
+
+    return weighted(logits, y) + weighted(iat_logits, ybin)
 
 
 @torch.no_grad()
@@ -155,7 +166,7 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
         for toks, bins in bar:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, c)
-            loss = loss_fn(model, toks.to(device), bins.to(device), tok)
+            loss = loss_fn(model, toks.to(device), bins.to(device), tok, c)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
