@@ -224,6 +224,31 @@ def int8_tied_head(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def _heads_input(g: onnx.GraphProto) -> onnx.NodeProto:
+    """The final norm, whose output both heads read: the last node before both head outputs that scales by a weight
+    (RMSNorm). Found by structure, not by the weight's name: the exporter renames a weight it merges with
+    an equal one (the still all-ones norms of an untrained model), and int8 adds nodes between the norm and the heads."""
+    producer = {o: n for n in g.node for o in n.output}
+    position = {n.name or n.output[0]: i for i, n in enumerate(g.node)}
+    weights = {i.name for i in g.initializer}
+
+    def ancestors(name: str) -> set[str]:
+        seen, todo = set(), [name]
+        while todo:
+            t = todo.pop()
+            if t not in seen and t in producer:
+                seen.add(t)
+                todo.extend(producer[t].input)
+        return seen
+
+    # RMSNormalization from opset 23; Mul, its last step, where a norm is decomposed
+    scaled = [producer[t] for t in ancestors(LOGITS) & ancestors(IAT_LOGITS)
+              if producer[t].op_type in ("RMSNormalization", "Mul") and any(i in weights for i in producer[t].input)]
+    if not scaled:
+        raise ValueError("no final norm feeding both heads in the graph")
+    return max(scaled, key=lambda n: position[n.name or n.output[0]])
+
+
 def add_sampler(model: onnx.ModelProto, vocab: int, group: int = SAMPLER_GROUP) -> onnx.ModelProto:
     """Append the sampler to a step graph: the next packet token and inter-arrival bin, drawn inside the graph.
 
@@ -270,7 +295,7 @@ def add_sampler(model: onnx.ModelProto, vocab: int, group: int = SAMPLER_GROUP) 
     def total(cdf: str, name: str) -> str:  # the last column, (B, 1)
         return node("Slice", [cdf, const("minus1", [-1]), const("big", [1 << 62]), const("axis1", [1])], name)
 
-    (norm,) = [n for n in g.node if "model.norm.weight" in n.input]  # the final norm: what both heads read
+    norm = _heads_input(g)
     hidden = norm.output[0]
     for n in g.node:
         n.input[:] = [f"{hidden}_scaled" if i == hidden else i for i in n.input]

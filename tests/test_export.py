@@ -210,3 +210,20 @@ def test_graphs_use_fused_ops_and_one_int8_token_table(run, bundles):
     big = {t.name: numpy_helper.to_array(t) for t in g.initializer if int(np.prod(t.dims)) >= table}
     assert [a.dtype.itemsize for a in big.values()] == [1], {k: a.dtype for k, a in big.items()}  # (u)int8, once
     assert not [n for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in big]
+
+
+@pytest.mark.parametrize("model_type", ["llama", "mamba"])
+def test_untrained_model_exports_with_its_sampler(model_type, tmp_path):
+    """An untrained model's norms are all ones, and the exporter merges equal weights under one name: the in-graph
+    sampler must still find the final norm (it once looked it up by name and failed here)."""
+    from conftest import export_bundles
+    from ntg_edge.runtime.tokenizer import Tokenizer
+    from ntg_edge.train.checkpoint import build_model, save_run
+
+    tok = Tokenizer(classes=("a", "b"), max_packets=8)
+    torch.manual_seed(0)
+    save_run(tmp_path / "run", build_model(model_type, tok, {"dim": 32, "n_layers": 2}), tok, {"train": {}})
+    for bundle in export_bundles(tmp_path / "run", tmp_path).values():
+        engine, btok = load_bundle(bundle)
+        flows = [f for batch in generate(engine, btok, {"a": 3, "b": 3}, Sampling(), 6, seed=0) for f in batch]
+        assert sorted(f.label for f in flows) == ["a"] * 3 + ["b"] * 3
