@@ -57,7 +57,7 @@ REFIT_CAP = 5  # a refit on kept flows runs at most this many times the full fit
 
 @dataclass(frozen=True)
 class Plan:
-    """What a run spends. The full plan is the study's; `--quick` trades it for minutes (QUICK below)."""
+    """What a run spends: the default plan is the full comparison; `--quick` trades it for minutes (QUICK below)."""
 
     epochs: int = 80  # LLaMA/Mamba epochs on the full training split (the Makefile's EPOCHS)
     budget: float = 1.0  # the neural baselines' training effort (train/synthesizer.py: 1.0 = their default)
@@ -122,9 +122,10 @@ def kept_flows(train: list[Flow], fraction: float, seed: int) -> list[Flow]:
 
 
 def refit_epochs(epochs: int, n_full: int, n_kept: int) -> int:
-    """Epochs for a generator refitted on kept flows: the full fit's number of optimizer steps (a budget in epochs
-    is a tiny one on tiny data: 30 epochs of 116 flows taught a generator almost nothing, docs/appliance.md), up to
-    REFIT_CAP times its epochs, since every epoch also pays for the checkpoint rule's validation."""
+    """Epochs for LLaMA or Mamba refitted on kept flows: as many training flows seen as in the full fit (its number of
+    optimizer steps, while an epoch still holds a batch or more), because a budget in epochs is a tiny one on tiny data
+    (30 epochs of 116 flows taught a generator almost nothing, docs/appliance.md); at most REFIT_CAP times its epochs,
+    since every epoch also pays for the checkpoint rule's validation."""
     return min(REFIT_CAP * epochs, math.ceil(epochs * n_full / max(1, n_kept)))
 
 
@@ -218,19 +219,23 @@ def better(metric: str, a: float, b: float) -> bool:
 
 
 # -- efficiency -------------------------------------------------------------------------------------------------------
-def n_params(method) -> int | None:
-    """Parameters of the torch modules a fitted baseline holds; None where it holds none (SMOTE keeps flows)."""
+def modules(method) -> list:
+    """The torch modules a fitted baseline holds (none for SMOTE and Fast Retransmit, which keep flows)."""
     torch = sys.modules.get("torch")
-    mods = [v for v in vars(method).values() if torch is not None and isinstance(v, torch.nn.Module)]
-    return sum(p.numel() for m in mods for p in m.parameters()) if mods else None
+    return [v for v in vars(method).values() if torch is not None and isinstance(v, torch.nn.Module)]
 
 
-def pickled_bytes(method) -> int | None:
-    """A fitted baseline's size: its pickle (the baselines have no file format of their own)."""
+def baseline_size(method) -> tuple[int | None, int | None]:
+    """(parameters, bytes) of a fitted baseline. The baselines have no file format of their own: a neural one's size
+    is its weights' bytes (what LLaMA's weights file holds), the others' their pickle (the flows they keep)."""
+    mods = modules(method)
+    if mods:
+        state = [t for m in mods for t in m.state_dict().values()]
+        return sum(p.numel() for m in mods for p in m.parameters()), sum(t.numel() * t.element_size() for t in state)
     try:
-        return len(pickle.dumps(method))
-    except (pickle.PicklingError, TypeError, AttributeError):
-        return None
+        return None, len(pickle.dumps(method))
+    except (pickle.PicklingError, TypeError, AttributeError):  # something unpicklable (a callback, a handle)
+        return None, None
 
 
 def generator_efficiency(gen: Generator, base: dict, plan: Plan, work: Path, log: Callable[[str], None]) -> list[dict]:
@@ -264,7 +269,8 @@ def baseline_efficiency(method, base: dict, classes: list[str], plan: Plan, seed
     for i in range(plan.flows_b1):
         method.sample({classes[i % len(classes)]: 1}, seed + i)
     b1 = (time.perf_counter() - t) / plan.flows_b1
-    return [{**base, "variant": "", "params": n_params(method), "size_bytes": pickled_bytes(method),
+    params, size = baseline_size(method)
+    return [{**base, "variant": "", "params": params, "size_bytes": size,
              "ms_per_flow_b1": 1e3 * b1, "ms_per_flow_b1024": 1e3 * b1024, "gen_peak_mb": mem.peak_mb,
              "packets_per_flow": float(np.mean([len(f.pl) for f in flows]))}]
 
@@ -355,8 +361,17 @@ def run_paper(train: list[Flow], test: list[Flow], out: str | Path, methods: tup
 
 
 def machine(threads: int) -> str:
-    return (f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores "
-            f"({threads} thread(s) used), Python {platform.python_version()}")
+    cpu = platform.processor() or platform.machine()
+    try:  # Linux names the CPU model here; platform.processor() is often empty there
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = ""
+    if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+        gpu = f", GPU {sys.modules['torch'].cuda.get_device_name(0)}"
+    return (f"{platform.machine()} {cpu}, {os.cpu_count()} cores ({threads} thread(s) used){gpu}, "
+            f"Python {platform.python_version()}")
 
 
 # -- conclusions ------------------------------------------------------------------------------------------------------
@@ -495,8 +510,8 @@ def report_md(rep: dict, command: str) -> str:
               "For each fraction, each class keeps round(fraction x its training flows), at least 2 (the first of a "
               "permutation drawn per class from the seed and the class name, so smaller fractions' flows are among "
               "larger ones'). Strict setting: every method is refitted on the kept flows only (a generator cannot "
-              "see flows the user does not have; LLaMA/Mamba get the full fit's number of optimizer steps, at most "
-              f"{REFIT_CAP}x its epochs). Each class is then filled back up to its count in the full training split "
+              "see flows the user does not have; LLaMA/Mamba see as many training flows as in the full fit, at most "
+              f"{REFIT_CAP}x its epochs; the baselines keep their own budget). Each class is then filled back up to its count in the full training split "
               "with that method's flows, and a forest trained on real kept + synthetic is scored on the real test "
               "flows. At 100% nothing is missing, so every method equals real-only (TRTR).", ""]
     kept = [str(a["kept_flows"].get(c, meta["train_flows"])) for c in cols]
@@ -510,9 +525,10 @@ def report_md(rep: dict, command: str) -> str:
               f"epoch, without the checkpoint rule's validation). Generation: ms per flow, one flow per call "
               f"({plan['flows_b1']} calls) and 1,024 per call; LLaMA/Mamba and their int8 variants generate fixed "
               f"{SPEED_LENGTH}-packet flows through bench/speed.py (the study's setting), the baselines whole flows "
-              f"(their mean length in the table). Memory: {meta['memory']}. Size: the weights file (ONNX: the graph) "
-              "for LLaMA/Mamba; a baseline's pickle. Timed one method after another on a possibly shared machine: "
-              "compare within a run.", ""]
+              f"(their mean length in the table). Memory: {meta['memory']}. A method measured later can reuse memory "
+              "an earlier one freed, so its figure can understate. Size: the weights file (ONNX: the graph) for "
+              "LLaMA/Mamba, the weights' bytes for a neural baseline, the pickle (the flows it keeps) for SMOTE and "
+              "Fast Retransmit. Timed one method after another on a possibly shared machine: compare within a run.", ""]
     lines += md_table(["method", "variant", "parameters", "size MB", "fit s", "s/epoch", "fit peak MB",
                        "ms/flow b1", "ms/flow b1024", "gen peak MB", "packets/flow"],
                       [[LABELS[r["method"]] if first else "", r["variant"] or "–",
