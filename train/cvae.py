@@ -8,7 +8,7 @@ position (the first is always present).
 
 Lengths are a softmax over buckets, not a regression: payload lengths are multimodal (empty ACKs, full segments,
 a protocol's fixed handshake sizes), and a regression would average modes into lengths that never occur; a softmax
-over all 1,501 lengths per position would dwarf the study's network (15 M outputs weights at N = 20). The buckets are
+over all 1,501 lengths per position would dwarf the study's network (15 M output weights at N = 20). The buckets are
 quantiles of the training lengths, so a frequent length gets a bucket of its own, and a sampled bucket becomes a
 length drawn from the training lengths that fell in it.
 """
@@ -31,6 +31,10 @@ from .synthesizer import MAX_LEN, check_counts, class_rng, make_flow, padded
 FEATURES = 4  # per position: direction (+1/-1, 0 absent), scaled length, scaled log-iat, present
 IAT_FLOOR, IAT_DECADES = 1e-6, 8.0  # log10 gaps from 1 us to 100 s map to 0..1
 LENGTH_SCALE = float(np.log1p(MAX_LEN))
+
+
+def sigmoid(v: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-v))
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,8 @@ class Net(nn.Module):
         self.c, self.n_classes, self.per_pos = c, n_classes, n_buckets + 3  # dir logit, buckets, iat, presence
         self.enc = nn.Sequential(nn.Linear(c.packets * FEATURES + n_classes, c.hidden), nn.ReLU(),
                                  nn.Linear(c.hidden, c.hidden2), nn.ReLU(), nn.Linear(c.hidden2, 2 * c.latent))
-        self.dec = nn.Sequential(nn.Linear(c.latent + n_classes, c.hidden2), nn.ReLU(),
-                                 nn.Linear(c.hidden2, c.hidden), nn.ReLU(), nn.Linear(c.hidden, c.packets * self.per_pos))
+        self.dec = nn.Sequential(nn.Linear(c.latent + n_classes, c.hidden2), nn.ReLU(), nn.Linear(c.hidden2, c.hidden),
+                                 nn.ReLU(), nn.Linear(c.hidden, c.packets * self.per_pos))
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -174,10 +178,9 @@ class Cvae:
         z = torch.from_numpy(rng.standard_normal((want, self.config.latent))).float()
         y = torch.full((want,), self.classes.index(label))
         o = self.net.decode(z, y).numpy()  # [want, P, buckets + 3]
-        sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
-        present = rng.random(o.shape[:2]) < sig(o[..., -1])
+        present = rng.random(o.shape[:2]) < sigmoid(o[..., -1])
         present[:, 0] = True
-        up = rng.random(o.shape[:2]) < sig(o[..., 0])
+        up = rng.random(o.shape[:2]) < sigmoid(o[..., 0])
         logits = o[..., 1:-2]
         p = np.exp(logits - logits.max(-1, keepdims=True))
         cdf = np.cumsum(p / p.sum(-1, keepdims=True), -1)
