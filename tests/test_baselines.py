@@ -3,6 +3,7 @@ draws, the non-neural ones inside what they were fitted on, and the neural ones 
 
 from __future__ import annotations
 
+import pickle
 from collections import Counter
 
 import pytest
@@ -26,7 +27,7 @@ def fitted(demo_split):
 
     def get(name: str):
         if name not in cache:
-            cache[name] = make_baseline(name, budget=BUDGET[name], threads=1)
+            cache[name] = make_baseline(name, budget=BUDGET[name], threads=1, log=lambda line: None)
             cache[name].fit(demo_split[0], seed=0)
         return cache[name]
 
@@ -63,6 +64,8 @@ def test_valid_exact_and_seeded(name, fitted, counts):
         assert all(0 <= p <= 1500 for p in f.pl) and set(f.dir) <= {1, -1}
     assert [packets(f) for f in b.sample(counts, seed=1)] == [packets(f) for f in flows]
     assert [packets(f) for f in b.sample(counts, seed=2)] != [packets(f) for f in flows]
+    copy = pickle.loads(pickle.dumps(b))  # a fitted baseline pickles, whatever log callback it was given
+    assert [packets(f) for f in copy.sample(counts, seed=1)] == [packets(f) for f in flows]
     with pytest.raises(ValueError, match="not among"):
         b.sample({"no such class": 1})
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..runtime.flows import Flow
 from ..runtime.knobs import check, knob
-from .synthesizer import MAX_LEN, check_counts, class_rng, make_flow, padded
+from .synthesizer import MAX_LEN, Logged, check_counts, class_rng, make_flow, padded, quiet
 
 FEATURES = 4  # per position: direction (+1/-1, 0 absent), scaled length, scaled log-iat, present
 IAT_FLOOR, IAT_DECADES = 1e-6, 8.0  # log10 gaps from 1 us to 100 s map to 0..1
@@ -79,7 +79,7 @@ class Net(nn.Module):
         return out.view(len(z), self.c.packets, self.per_pos)
 
 
-class Cvae:
+class Cvae(Logged):
     """The CVAE baseline (see the module docstring); `log` receives one line per epoch."""
 
     name = "cvae"
@@ -87,7 +87,7 @@ class Cvae:
     def __init__(self, config: CvaeConfig = CvaeConfig(), budget: float = 1.0, threads: int = 1,
                  log: Callable[[str], None] | None = None):
         self.config, self.budget, self.threads = config, budget, threads
-        self.log = log or (lambda line: None)
+        self.log = log or quiet
         self.net: Net | None = None
         self.classes: list[str] = []
         self.edges = np.zeros(0)

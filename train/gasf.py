@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..runtime.flows import Flow
 from ..runtime.knobs import check, knob
-from .synthesizer import MAX_LEN, check_counts, class_rng, make_flow, padded
+from .synthesizer import MAX_LEN, Logged, check_counts, class_rng, make_flow, padded, quiet
 
 GAP = 0.2  # |x - 0.5| of a packet is at least GAP / 2: "no packet" (0.5) stays apart from an empty packet
 PRESENT = GAP / 4  # |x - 0.5| above this reads as a packet
@@ -151,7 +151,7 @@ def alpha_bar(steps: int) -> torch.Tensor:
 
 
 # -- the baseline ------------------------------------------------------------------------------------------------------
-class GasfDiffusion:
+class GasfDiffusion(Logged):
     """The GASF diffusion baseline (see the module docstring); `log` receives one line per epoch."""
 
     name = "gasf"
@@ -159,7 +159,7 @@ class GasfDiffusion:
     def __init__(self, config: GasfConfig = GasfConfig(), budget: float = 1.0, threads: int = 1,
                  log: Callable[[str], None] | None = None):
         self.config, self.budget, self.threads = config, budget, threads
-        self.log = log or (lambda line: None)
+        self.log = log or quiet
         self.net: UNet | None = None
         self.classes: list[str] = []
         self.flows: dict[str, list[Flow]] = {}

@@ -40,6 +40,19 @@ def make_flow(label: str, dirs: np.ndarray, pls: np.ndarray, iats: np.ndarray) -
                 iat=iats.tolist())
 
 
+def quiet(line: str) -> None:
+    """The default log: discards the line (a module function, so that a fitted baseline pickles)."""
+
+
+class Logged:
+    """Holds a neural baseline's `log`; a pickle keeps `quiet` in place of a callback that may not pickle."""
+
+    log: Callable[[str], None]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "log": quiet}
+
+
 def class_rng(seed: int, label: str) -> np.random.Generator:
     """The generator of one class's draws: depends on the seed and the class name only."""
     return np.random.default_rng([seed, zlib.crc32(label.encode())])
