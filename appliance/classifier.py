@@ -163,7 +163,7 @@ def fit_forest(flows: list[Flow], trees: int, threads: int, seed: int = 0) -> tu
         # every tree warns when most of its bootstrap's classes are singletons (2-5 flows per class, as on a box
         # with few labelled flows): y is labels, not a regression target
         warnings.filterwarnings("ignore", "The number of unique classes is greater than 50%", UserWarning)
-        clf = forest(seed).set_params(n_estimators=trees, n_jobs=threads).fit(x, y)
+        clf = forest(seed, threads).set_params(n_estimators=trees).fit(x, y)
     # zipmap off: probabilities as one (N, classes) tensor, in the order of `classes` (the forest's integer labels)
     onx = to_onnx(clf, x[:1], options={"zipmap": False}, target_opset={"": 17, "ai.onnx.ml": 3})
     return onx.SerializeToString(), classes

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from ..runtime.ingest import Assembly
+from ..runtime.metrics import TREES
 
 TOKEN_ENV = "NTG_EDGE_TOKEN"
 
@@ -49,7 +50,7 @@ class ClassifierConfig(_Section):
     train_flows: Path | None = Field(None, description="A labelled flows file to train the forest from at start-up "
                                                        "when no classifier is stored at `path` yet.")
     threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads of the classifier.")
-    trees: int = Field(200, ge=1, le=2000, description="Trees of the Random Forest (the benchmark uses 200).")
+    trees: int = Field(TREES, ge=1, le=2000, description=f"Trees of the Random Forest (the benchmark uses {TREES}).")
     holdout: float = Field(0.2, gt=0, lt=1, description="Share of the real flows held out to score a classifier.")
     max_flows: int = Field(10_000, ge=1, description="Most flows one classify request may send.")
 

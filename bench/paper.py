@@ -179,19 +179,6 @@ def check_methods(methods: tuple[str, ...]) -> None:
 
 
 # -- scores -----------------------------------------------------------------------------------------------------------
-def f1(train: list[Flow], test: list[Flow], seed: int, threads: int) -> float:
-    """metrics.train_test_f1 with the forest's threads bounded (its forest takes every core)."""
-    from sklearn.metrics import f1_score
-
-    from ..runtime import metrics
-
-    clf = metrics.forest(seed).set_params(n_jobs=threads)
-    clf.fit(metrics.features(train), [f.label for f in train])
-    y = [f.label for f in test]
-    return float(f1_score(y, clf.predict(metrics.features(test)), labels=sorted(set(y)), average="macro",
-                          zero_division=0))
-
-
 def mean_sd(values: list[float]) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "sd": float(np.std(values))}
 
@@ -285,6 +272,7 @@ def run_paper(train: list[Flow], test: list[Flow], out: str | Path, methods: tup
     """The report (a dict: `write_report` writes it) of every research question for every method; the runs and the
     first draw of each method's synthetic flows go to out/runs and out/synthetic."""
     from ..runtime import metrics
+    from ..runtime.metrics import train_test_f1
     from .speed import PeakMemory
 
     t_start = time.perf_counter()
@@ -307,8 +295,8 @@ def run_paper(train: list[Flow], test: list[Flow], out: str | Path, methods: tup
         f"{plan.draws} draw(s); fractions {', '.join(map(pct, plan.fractions))}")
 
     floor = floor_fidelity(train, test)
-    trtr = mean_sd([f1(train, test, s, threads) for s in seeds])
-    real_only = {f: mean_sd([f1(kept[f], test, s, threads) for s in seeds]) for f in fractions}
+    trtr = mean_sd([train_test_f1(train, test, s, threads) for s in seeds])
+    real_only = {f: mean_sd([train_test_f1(kept[f], test, s, threads) for s in seeds]) for f in fractions}
     fid, tstr, aug, eff = {}, {}, {}, []
     for m in methods:
         t = time.perf_counter()
@@ -320,7 +308,7 @@ def run_paper(train: list[Flow], test: list[Flow], out: str | Path, methods: tup
         write_flows(out / "synthetic" / f"{m}.parquet", draws[0])
         scores = [metrics.fidelity(test, syn, train) for syn in draws]
         fid[m] = {k: mean_sd([s[k] for s in scores]) for k in FIDELITY}
-        tstr[m] = mean_sd([f1(syn, test, s, threads) for syn, s in zip(draws, seeds)])
+        tstr[m] = mean_sd([train_test_f1(syn, test, s, threads) for syn, s in zip(draws, seeds)])
         log(f"{m}: fitted in {fit_s:.1f} s; TSTR {tstr[m]['mean']:.3f} (TRTR {trtr['mean']:.3f})")
         base = {"method": m, "fit_s": fit_s, "fit_peak_mb": mem.peak_mb}
         if isinstance(method, Generator):
@@ -334,7 +322,7 @@ def run_paper(train: list[Flow], test: list[Flow], out: str | Path, methods: tup
                                 refit_epochs(plan.epochs, len(train), len(kept[f])), plan.budget, threads)
             refit.fit(kept[f], seed)
             missing = {c: counts[c] - have[c] for c in classes if counts[c] > have[c]}
-            aug[m][f] = mean_sd([f1(kept[f] + refit.sample(missing, s), test, s, threads) for s in seeds])
+            aug[m][f] = mean_sd([train_test_f1(kept[f] + refit.sample(missing, s), test, s, threads) for s in seeds])
             log(f"{m}: {pct(f)} kept ({len(kept[f])} flows) + {sum(missing.values())} synthetic: macro-F1 "
                 f"{aug[m][f]['mean']:.3f} (real-only {real_only[f]['mean']:.3f})")
 
