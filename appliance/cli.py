@@ -6,9 +6,11 @@ OSError raised below the CLI, which `Cli` turns into one), never as a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from ..runtime.ingest import Assembly
 from ..runtime.knobs import SEED_MAX
@@ -16,7 +18,9 @@ from ..runtime.ort import PROVIDERS as DEVICES
 from ..runtime.sampler import Sampling
 from ..runtime.split import SplitConfig
 from ..runtime.settings import MODEL_CONFIGS, MODELS, TrainConfig
-from .options import OutPath, config_options, model_options, model_settings, out_dir, out_file, positive_ints
+from ..train.synthesizer import BASELINE_CONFIGS
+from .options import (OutPath, config_options, model_options, model_settings, out_dir, out_file, positive_ints,
+                      shared_notes)
 
 
 
@@ -137,7 +141,7 @@ def import_flows(path, tool, label_column, out) -> None:
     reader = import_nfstream if tool == "nfstream" else import_cesnet
     flows = reader(path, label_column) if label_column else reader(path)
     _write_flows(out, flows)
-    click.echo(f"{len(flows)} flows of {len({f.label for f in flows})} classes -> {out}")
+    click.echo(f"{len(flows)} flows of {len(counts)} classes -> {out}")
 
 
 @main.command()
@@ -160,19 +164,35 @@ def split(flows, out, **kw) -> None:
 
 
 # -- train, generate ----------------------------------------------------------------------------------------------------
+SETTINGS = {**MODEL_CONFIGS, **BASELINE_CONFIGS}  # --model NAME -> its settings
+# Options the training loop and some baselines both have (--epochs, --batch-size, --lr): declared once, as the loop's
+SHARED = shared_notes(BASELINE_CONFIGS, TrainConfig)
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether the command line (or the environment) set option `name`, rather than its default."""
+    return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
 @main.command()
 @click.argument("flows", type=click.Path(exists=True, dir_okay=False))
 @click.option("--model", "model_type", type=click.Choice(MODELS), default=MODELS[0], show_default=True,
-              help="Generator architecture.")
+              help="Generator architecture, or one of the reference study's baselines.")
 @out_dir("Run directory to write.")
-@model_options(MODEL_CONFIGS)
-@config_options(TrainConfig)
-def train(flows, model_type, out, **kw) -> None:
-    """Train a class-conditioned generator on a labelled flows file (labels = classes)."""
+@model_options(SETTINGS, exclude=tuple(SHARED))
+@config_options(TrainConfig, notes=SHARED)
+@click.pass_context
+def train(ctx, flows, model_type, out, **kw) -> None:
+    """Train a class-conditioned generator on a labelled flows file (labels = classes).
+
+    A baseline (--model cvae, gasf, smote or fast_retransmit) is fitted with its own options; of the training loop's
+    options it takes --seed and those it has itself, and refuses the others."""
     _require_train("train")
     from ..train.train import train as run_training
 
-    mc = model_settings(model_type, MODEL_CONFIGS, kw)
+    mc = model_settings(model_type, SETTINGS, kw, exclude=tuple(SHARED))
+    if model_type in BASELINE_CONFIGS:
+        return _fit_baseline(ctx, flows, model_type, out, mc, kw)
     try:  # the cross-field rules, before any work
         MODEL_CONFIGS[model_type](vocab_size=1, iat_bins=1, block_size=1, **mc)
     except ValueError as e:
@@ -185,6 +205,40 @@ def train(flows, model_type, out, **kw) -> None:
     sel = summary["selected"]
     click.echo(f"kept epoch {sel['epoch']} (val TSTR {sel['val_tstr']:.3f}, copy rate {sel['val_copy_rate']:.2f} "
                f"<= natural {summary['natural_copy_rate']:.2f}) -> {out}")
+
+
+def _fit_baseline(ctx: click.Context, flows: str, name: str, out: str, settings: dict, loop: dict) -> None:
+    """`train --model BASELINE`: fit it on the flows (train/synthesizer.py) and write it as a run directory."""
+    import time
+
+    import torch
+
+    from ..train.checkpoint import check_out, save_baseline
+    from ..train.synthesizer import make_baseline
+
+    config = BASELINE_CONFIGS[name]
+    own = {f.name for f in dataclasses.fields(config)}
+    for k, v in loop.items():  # the training loop's options: --seed, and those the baseline has too
+        if k == "seed" or not _given(ctx, k):
+            continue
+        if k not in own:
+            raise click.UsageError(f"--{k.replace('_', '-')}: not an option of --model {name}")
+        settings[k] = v
+    try:  # the cross-field rules, before any work
+        config = config(**settings)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    check_out(out)
+    data = _flows(flows)
+    baseline = make_baseline(name, threads=torch.get_num_threads(), log=click.echo, config=config)
+    start = time.perf_counter()
+    try:
+        baseline.fit(data, loop["seed"])
+    except ValueError as e:
+        raise click.ClickException(f"{flows}: {e}") from None
+    fit_s = time.perf_counter() - start
+    save_baseline(out, baseline, {"train": {"flows": len(data), "seed": loop["seed"], "fit_s": round(fit_s, 2)}})
+    click.echo(f"{name}: fitted on {len(data)} flows of {len(baseline.classes)} classes in {fit_s:.1f} s -> {out}")
 
 
 def open_engine(path: str, device: str = "auto"):
@@ -215,6 +269,10 @@ def open_engine(path: str, device: str = "auto"):
     return TorchEngine(model), tok
 
 
+# generate's options that only the autoregressive sampler of llama and mamba runs and bundles takes
+SAMPLER_ONLY = (*(f.name for f in dataclasses.fields(Sampling)), "batch_size", "device")
+
+
 @main.command()
 @click.argument("model_path", metavar="RUN_OR_BUNDLE", type=click.Path(exists=True, file_okay=False))
 @click.option("--n-per-class", type=click.IntRange(min=1), help="Flows per class (default 100, unless --counts-from).")
@@ -230,36 +288,63 @@ def open_engine(path: str, device: str = "auto"):
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Bundle: ONNX Runtime provider; run: torch device.")
 @out_file("Synthetic flows file (Parquet).")
-def generate(model_path, n_per_class, counts_from, scale, classes, batch_size, seed, device, out, **kw) -> None:
-    """Generate labelled synthetic flows from a trained run or a bundle; the same seed gives the same flows."""
+@click.pass_context
+def generate(ctx, model_path, n_per_class, counts_from, scale, classes, batch_size, seed, device, out, **kw) -> None:
+    """Generate labelled synthetic flows from a trained run or a bundle; the same seed gives the same flows.
+
+    A baseline's run (train --model cvae, gasf, smote or fast_retransmit) samples with its own method: the sampling
+    options (temperature, top-k, top-p), --batch-size and --device are refused for it."""
     from tqdm import tqdm
 
-    from ..runtime.sampler import class_counts, generate as sample_flows
+    from ..runtime.sampler import generate as sample_flows
+    from ..train.synthesizer import baseline_name, load_baseline
 
     if n_per_class is not None and counts_from:
         raise click.UsageError("--n-per-class and --counts-from both set the counts: give one")
     if scale is not None and not counts_from:
         raise click.UsageError("--scale multiplies the --counts-from counts: give --counts-from")
     _check_out(out)
-    engine, tok = open_engine(model_path, device)
-    wanted = classes.split(",") if classes else list(tok.classes)
-    unknown = [c for c in wanted if c not in tok.classes]
-    if unknown:
-        raise click.BadParameter(f"{', '.join(unknown)} not among the model's classes ({', '.join(tok.classes)})",
-                                 param_hint="--classes")
-    if counts_from:
-        counts = class_counts(wanted, like=_flows(counts_from), scale=scale or 1.0)
-        if not counts:
-            raise click.ClickException(f"{counts_from}: no flow of the model's classes ({', '.join(wanted)})")
+    name = baseline_name(model_path)
+    if name:
+        for k in SAMPLER_ONLY:
+            if _given(ctx, k):
+                raise click.UsageError(f"--{k.replace('_', '-')}: an option of llama and mamba runs and bundles; "
+                                       f"{model_path} is a {name} baseline run")
+        try:  # CVAE and GASF need torch, SMOTE imbalanced-learn
+            baseline = load_baseline(model_path)
+            counts = _counts(baseline.classes, classes, n_per_class, counts_from, scale)
+            flows = baseline.sample(counts, seed)
+        except ImportError as e:
+            raise click.ClickException(f"{model_path}: a {name} baseline run, which needs the train extra ({e}): "
+                                       "pip install 'ntg-edge[train]'") from None
     else:
-        counts = class_counts(wanted, n_per_class or 100)
-    flows = []
-    with tqdm(total=sum(counts.values()), desc="generate", unit="flow", disable=None) as bar:
-        for batch in sample_flows(engine, tok, counts, Sampling(**kw), batch_size, seed):
-            flows += batch
-            bar.update(len(batch))
+        engine, tok = open_engine(model_path, device)
+        counts = _counts(tok.classes, classes, n_per_class, counts_from, scale)
+        flows = []
+        with tqdm(total=sum(counts.values()), desc="generate", unit="flow", disable=None) as bar:
+            for batch in sample_flows(engine, tok, counts, Sampling(**kw), batch_size, seed):
+                flows += batch
+                bar.update(len(batch))
     _write_flows(out, flows)
     click.echo(f"{len(flows)} flows of {len(counts)} classes -> {out}")
+
+
+def _counts(known: list[str], classes: str | None, n_per_class: int | None, counts_from: str | None,
+            scale: float | None) -> dict[str, int]:
+    """generate's flows per class: of the --classes subset of the model's `known` classes (all by default)."""
+    from ..runtime.sampler import class_counts
+
+    wanted = classes.split(",") if classes else list(known)
+    unknown = [c for c in wanted if c not in known]
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)} not among the model's classes ({', '.join(known)})",
+                                 param_hint="--classes")
+    if not counts_from:
+        return class_counts(wanted, n_per_class or 100)
+    counts = class_counts(wanted, like=_flows(counts_from), scale=scale or 1.0)
+    if not counts:
+        raise click.ClickException(f"{counts_from}: no flow of the model's classes ({', '.join(wanted)})")
+    return counts
 
 
 # -- evaluate -----------------------------------------------------------------------------------------------------------

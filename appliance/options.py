@@ -20,9 +20,11 @@ def _type(f: dataclasses.Field) -> click.ParamType | type:
     return rng(min=m["lo"], max=m["hi"], min_open=m["lo_open"], max_open=m["hi_open"])
 
 
-def config_options(cls: type, exclude: tuple[str, ...] = ()) -> Callable:
-    """A decorator adding one option per documented field of dataclass `cls` (`--max-packets` for max_packets)."""
+def config_options(cls: type, exclude: tuple[str, ...] = (), notes: dict[str, str] | None = None) -> Callable:
+    """A decorator adding one option per documented field of dataclass `cls` (`--max-packets` for max_packets);
+    `notes` adds a sentence to some options' help."""
     fields = [f for f in dataclasses.fields(cls) if "help" in f.metadata and f.name not in exclude]
+    notes = notes or {}
 
     def decorate(fn: Callable) -> Callable:
         for f in reversed(fields):
@@ -30,7 +32,7 @@ def config_options(cls: type, exclude: tuple[str, ...] = ()) -> Callable:
             if isinstance(f.default, bool):
                 name = f"{name}/--no-{f.name.replace('_', '-')}"
             fn = click.option(name, f.name, type=None if isinstance(f.default, bool) else _type(f), default=f.default,
-                              show_default=True, help=f.metadata["help"])(fn)
+                              show_default=True, help=" ".join([f.metadata["help"], notes.get(f.name, "")]).strip())(fn)
         return fn
 
     return decorate
@@ -42,30 +44,53 @@ def _defaults(by_model: dict[str, dataclasses.Field]) -> str:
     return values.pop() if len(values) == 1 else ", ".join(f"{m} {f.default}" for m, f in by_model.items())
 
 
-def model_options(configs: dict[str, type]) -> Callable:
-    """One option per documented field of any model config (`--model NAME` -> config class), each declared once even
-    where several models have it (--dim, --n-layers, --dropout). Defaults are None, so an option not given takes the
-    chosen model's own default (the help shows each model's); `model_settings` refuses one the model does not have."""
+def _owners(configs: dict[str, type]) -> dict[str, dict[str, dataclasses.Field]]:
+    """Each documented field name -> {model: its field} of the models that have it."""
     owners: dict[str, dict[str, dataclasses.Field]] = {}
     for model, cls in configs.items():
         for f in dataclasses.fields(cls):
             if "help" in f.metadata:
                 owners.setdefault(f.name, {})[model] = f
+    return owners
+
+
+def shared_notes(configs: dict[str, type], cls: type) -> dict[str, str]:
+    """For each field of `cls` that some model configs have too, a help note: those models take it as their own
+    setting, with their own default (`config_options(cls, notes=...)`; `model_options(exclude=...)` then skips it)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {name: f"With --model {', '.join(by_model)}: their own setting (default {_defaults(by_model)})."
+            for name, by_model in _owners(configs).items() if name in names}
+
+
+def model_options(configs: dict[str, type], exclude: tuple[str, ...] = ()) -> Callable:
+    """One option per documented field of any model config (`--model NAME` -> config class), each declared once even
+    where several models have it (--dim, --n-layers, --dropout). Defaults are None, so an option not given takes the
+    chosen model's own default (the help shows each model's); `model_settings` refuses one the model does not have.
+    Fields named in `exclude` are left to another decorator."""
+    owners = {name: by_model for name, by_model in _owners(configs).items() if name not in exclude}
 
     def decorate(fn: Callable) -> Callable:
         for name, by_model in reversed(owners.items()):
             f = next(iter(by_model.values()))
-            only = "" if len(by_model) == len(configs) else f"{', '.join(by_model)} only: "
-            fn = click.option("--" + name.replace("_", "-"), name, type=_type(f), default=None,
-                              show_default=_defaults(by_model), help=only + f.metadata["help"])(fn)
+            helps = {m: g.metadata["help"] for m, g in by_model.items()}
+            if len(set(helps.values())) > 1:  # each model's own words (--packets means a different N to each)
+                text = " ".join(f"{m}: {h}" for m, h in helps.items())
+            else:
+                text = ("" if len(by_model) == len(configs) else f"{', '.join(by_model)} only: ") + f.metadata["help"]
+            # one range where the models agree on it; otherwise the chosen model's config checks its own
+            ranges = {tuple(g.metadata.get(k) for k in ("lo", "hi", "lo_open", "hi_open")) for g in by_model.values()}
+            fn = click.option("--" + name.replace("_", "-"), name, type=_type(f) if len(ranges) == 1 else
+                              type(f.default), default=None, show_default=_defaults(by_model), help=text)(fn)
         return fn
 
     return decorate
 
 
-def model_settings(model: str, configs: dict[str, type], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The model options given on the command line (removed from `kwargs`); a UsageError for one that `model` lacks."""
-    names = {f.name for cls in configs.values() for f in dataclasses.fields(cls)}
+def model_settings(model: str, configs: dict[str, type], kwargs: dict[str, Any],
+                   exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The model options given on the command line (removed from `kwargs`); a UsageError for one that `model` lacks.
+    `exclude`: as given to `model_options` (those options stay in `kwargs`)."""
+    names = {f.name for cls in configs.values() for f in dataclasses.fields(cls)} - set(exclude)
     given = {k: v for k in list(kwargs) if k in names for v in [kwargs.pop(k)] if v is not None}
     own = {f.name for f in dataclasses.fields(configs[model])}
     foreign = [k for k in given if k not in own]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import platform
 import sys
 import time
@@ -206,23 +205,16 @@ def better(metric: str, a: float, b: float) -> bool:
 
 
 # -- efficiency -------------------------------------------------------------------------------------------------------
-def modules(method) -> list:
-    """The torch modules a fitted baseline holds (none for SMOTE and Fast Retransmit, which keep flows)."""
-    torch = sys.modules.get("torch")
-    return [v for v in vars(method).values() if torch is not None and isinstance(v, torch.nn.Module)]
+def baseline_size(method, run: Path) -> tuple[int | None, int]:
+    """(parameters, bytes) of a fitted baseline, written to `run` as `ntg-edge train --model NAME` writes it: the
+    bytes are its files but config and manifest (a neural one's weights, the real flows SMOTE and Fast Retransmit
+    keep, GASF both), as LLaMA's size is its weights file; parameters None for the ones without a network."""
+    from ..runtime.manifest import CONFIG, read_manifest, read_yaml
+    from ..train.checkpoint import save_baseline
 
-
-def baseline_size(method) -> tuple[int | None, int | None]:
-    """(parameters, bytes) of a fitted baseline. The baselines have no file format of their own: a neural one's size
-    is its weights' bytes (what LLaMA's weights file holds), the others' their pickle (the flows they keep)."""
-    mods = modules(method)
-    if mods:
-        state = [t for m in mods for t in m.state_dict().values()]
-        return sum(p.numel() for m in mods for p in m.parameters()), sum(t.numel() * t.element_size() for t in state)
-    try:
-        return None, len(pickle.dumps(method))
-    except (pickle.PicklingError, TypeError, AttributeError):  # something unpicklable (a callback, a handle)
-        return None, None
+    save_baseline(run, method)
+    size = sum((run / name).stat().st_size for name in read_manifest(run) if name != CONFIG)
+    return read_yaml(run / CONFIG).get("parameters"), size
 
 
 def generator_efficiency(gen: Generator, base: dict, plan: Plan, work: Path, log: Callable[[str], None]) -> list[dict]:
@@ -243,8 +235,9 @@ def generator_efficiency(gen: Generator, base: dict, plan: Plan, work: Path, log
     return rows
 
 
-def baseline_efficiency(method, base: dict, classes: list[str], plan: Plan, seed: int) -> list[dict]:
-    """A baseline's own `sample`: one call of 1024 flows (spread over the classes), and flows_b1 calls of one flow."""
+def baseline_efficiency(method, base: dict, classes: list[str], plan: Plan, seed: int, run: Path) -> list[dict]:
+    """A baseline's own `sample`: one call of 1024 flows (spread over the classes), and flows_b1 calls of one flow;
+    its size as the run directory `run`."""
     from .speed import PeakMemory
 
     method.sample({classes[0]: 1}, seed)  # warm-up: lazy imports, first-call allocations
@@ -256,7 +249,7 @@ def baseline_efficiency(method, base: dict, classes: list[str], plan: Plan, seed
     for i in range(plan.flows_b1):
         method.sample({classes[i % len(classes)]: 1}, seed + i)
     b1 = (time.perf_counter() - t) / plan.flows_b1
-    params, size = baseline_size(method)
+    params, size = baseline_size(method, run)
     return [{**base, "variant": "", "params": params, "size_bytes": size,
              "ms_per_flow_b1": 1e3 * b1, "ms_per_flow_b1024": 1e3 * b1024, "gen_peak_mb": mem.peak_mb,
              "packets_per_flow": float(np.mean([len(f.pl) for f in flows]))}]
@@ -314,7 +307,7 @@ def run_paper(train: list[Flow], test: list[Flow], out: str | Path, methods: tup
         if isinstance(method, Generator):
             eff += generator_efficiency(method, base, plan, out / "runs" / f"{m}-variants", log)
         else:
-            eff += baseline_efficiency(method, base, classes, plan, seed)
+            eff += baseline_efficiency(method, base, classes, plan, seed, out / "runs" / m)
         aug[m] = {}
         for f in fractions:  # strict: refitted on the kept flows only
             have = Counter(x.label for x in kept[f])
@@ -515,8 +508,9 @@ def report_md(rep: dict, command: str) -> str:
               f"{SPEED_LENGTH}-packet flows through bench/speed.py (the study's setting), the baselines whole flows "
               f"(their mean length in the table). Memory: {meta['memory']}. A method measured later can reuse memory "
               "an earlier one freed, so its figure can understate. Size: the weights file (ONNX: the graph) for "
-              "LLaMA/Mamba, the weights' bytes for a neural baseline, the pickle (the flows it keeps) for SMOTE and "
-              "Fast Retransmit. Timed one method after another on a possibly shared machine: compare within a run.", ""]
+              "LLaMA/Mamba, the files of its run (`train --model NAME`) for a baseline: the weights, the real flows it "
+              "keeps (SMOTE, Fast Retransmit) or both (GASF). Timed one method after another on a possibly shared "
+              "machine: compare within a run.", ""]
     lines += md_table(["method", "variant", "parameters", "size MB", "fit s", "s/epoch", "fit peak MB",
                        "ms/flow b1", "ms/flow b1024", "gen peak MB", "packets/flow"],
                       [[LABELS[r["method"]] if first else "", r["variant"] or "–",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..train.synthesizer import BASELINE_CONFIGS
 from .manifest import (BUNDLE_FORMAT, CONFIG, MANIFEST, RUN_FORMAT, ManifestError, read_format, read_manifest, read_yaml,
                        verify)
 
@@ -14,7 +15,21 @@ def _size(root: Path, files: dict) -> str:
                      else f"{name} missing" for name in files)
 
 
+def _baseline_lines(cfg: dict) -> list[str]:
+    """A baseline's run (train/synthesizer.py): its settings, classes and what it was fitted on."""
+    classes = [str(c) for c in cfg["classes"]]
+    fit = cfg.get("train") or {}
+    return [f"model type  {cfg['model_type']} (a reference-study baseline: `generate` samples it with its own method)",
+            f"classes     {len(classes)}: {', '.join(classes)}",
+            "model       " + ", ".join(f"{k} {v}" for k, v in cfg["model"].items()),
+            f"parameters  {cfg['parameters']:,}" if "parameters" in cfg else "parameters  none (it samples from the "
+            "real flows it keeps)",
+            f"fitted on   {fit.get('flows', '?')} flows, seed {fit.get('seed', '?')}, {fit.get('fit_s', '?')} s"]
+
+
 def _config_lines(kind: str, cfg: dict) -> list[str]:
+    if kind == "run" and cfg.get("model_type") in BASELINE_CONFIGS:
+        return _baseline_lines(cfg)
     tok, model = cfg["tokenizer"], cfg["model"]
     if kind == "run":
         q = cfg.get("quantization")

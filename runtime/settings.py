@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..train.synthesizer import BASELINE_CONFIGS
 from .knobs import SEED_MAX, check, knob
 
 # The sizes a model takes from its tokenizer, with the bounds a config read from disk must respect: a damaged
@@ -83,7 +84,8 @@ class MambaConfig:
 
 # --model NAME -> its config. Each declares its own options; shared names (dim, n_layers, ...) mean the same thing.
 MODEL_CONFIGS = {"llama": ModelConfig, "mamba": MambaConfig}
-MODELS = tuple(MODEL_CONFIGS)
+# then the reference study's baselines (train/synthesizer.py, torch-free, holds their settings)
+MODELS = (*MODEL_CONFIGS, *BASELINE_CONFIGS)
 
 
 @dataclass

@@ -1,9 +1,12 @@
 """A run directory: `model.safetensors` (weights, no pickle), `config.yaml` (model, tokenizer with the class list,
 training summary) and `manifest.json` (their sha256, checked before loading). A quantized run ("QRUN",
-train/quantize.py) is a run directory too: its config adds `quantization: {scheme, tensors}`."""
+train/quantize.py) is a run directory too: its config adds `quantization: {scheme, tensors}`. So is a baseline's run
+(train/synthesizer.py, which reads it): its tensors, the real flows it keeps (`flows.parquet`) or both, and its config
+without a tokenizer."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -12,18 +15,17 @@ from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..runtime.flows import write_atomic
+from ..runtime.flows import Flow, write_atomic, write_flows
 from ..runtime.manifest import CONFIG, RUN_FORMAT, read_format, read_yaml, verify, write_manifest
 from ..runtime.tokenizer import Tokenizer
 from ..runtime.settings import MODEL_CONFIGS
 from .mamba import Mamba
 from .model import Transformer
 from .quantize import flat_state, int8_names, quantize_model, restore_int8
+from .synthesizer import FLOWS, WEIGHTS, Synthesizer, baseline_name
 
 ARCHITECTURES = {"llama": Transformer, "mamba": Mamba}  # a run's model_type -> its module (configs: MODEL_CONFIGS)
 Model = Transformer | Mamba
-
-WEIGHTS = "model.safetensors"
 
 
 def check_out(run: str | Path) -> None:
@@ -34,13 +36,21 @@ def check_out(run: str | Path) -> None:
         raise ValueError(f"{run}: exists and is not a run directory; refusing to write into it")
 
 
-def write_run(run: str | Path, state: dict[str, torch.Tensor], cfg: dict, metadata: dict | None = None) -> None:
-    """Weights, config and manifest, each file written atomically; the manifest last, so a run interrupted while
-    writing is refused rather than loaded half-old, half-new."""
+def write_run(run: str | Path, state: dict[str, torch.Tensor], cfg: dict, metadata: dict | None = None,
+              flows: list[Flow] | None = None) -> None:
+    """Weights (none where `state` is empty: a baseline that keeps flows only), the flows a baseline keeps (where
+    given), config and manifest, each file written atomically; the manifest last, so a run interrupted while writing
+    is refused rather than loaded half-old, half-new."""
     run = Path(run)
-    write_atomic(run / WEIGHTS, lambda tmp: save_file(state, tmp, metadata=metadata))
+    names = []
+    if state:
+        write_atomic(run / WEIGHTS, lambda tmp: save_file(state, tmp, metadata=metadata))
+        names.append(WEIGHTS)
+    if flows:
+        write_flows(run / FLOWS, flows)
+        names.append(FLOWS)
     write_atomic(run / CONFIG, lambda tmp: Path(tmp).write_text(yaml.safe_dump(cfg, sort_keys=False)))
-    write_manifest(run, RUN_FORMAT, [WEIGHTS, CONFIG])
+    write_manifest(run, RUN_FORMAT, names + [CONFIG])
 
 
 def build_model(model_type: str, tok: Tokenizer, overrides: dict | None = None) -> Model:
@@ -63,6 +73,14 @@ def save_run(run: str | Path, model: Model, tok: Tokenizer, extra: dict | None =
                            "model": model.cfg.to_dict(), "tokenizer": tok.to_dict(), **(extra or {})})
 
 
+def save_baseline(run: str | Path, baseline: Synthesizer, extra: dict | None = None) -> None:
+    """A fitted baseline as a run directory that train/synthesizer.py's `load_baseline` reads: config.yaml holds
+    model_type, its settings (`model`) and its plain fitted data (classes, parameters), then `extra`."""
+    st = baseline.state()
+    cfg = {"model_type": baseline.name, "model": asdict(baseline.config), **st.config, **(extra or {})}
+    write_run(run, {k: torch.from_numpy(v) for k, v in st.tensors.items()}, cfg, flows=st.flows)
+
+
 def save_quantized(out: str | Path, model: Model, tok: Tokenizer, scheme: str, extra: dict | None = None) -> None:
     cfg = {**(extra or {}), "model": model.cfg.to_dict(), "tokenizer": tok.to_dict(),
            "quantization": {"scheme": scheme, "tensors": int8_names(model)}}
@@ -72,6 +90,10 @@ def save_quantized(out: str | Path, model: Model, tok: Tokenizer, scheme: str, e
 def read_config(run: str | Path) -> dict:
     """The run's config after checking its manifest; ValueError (one line, naming the file) otherwise."""
     run = Path(run)
+    name = baseline_name(run)
+    if name:
+        raise ValueError(f"{run}: a {name} baseline run, which only `generate` and `info` read; this command takes "
+                         "llama and mamba runs")
     verify(run, RUN_FORMAT, (WEIGHTS, CONFIG))
     cfg = read_yaml(run / CONFIG)
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict) or not isinstance(cfg.get("tokenizer"),

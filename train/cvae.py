@@ -16,7 +16,6 @@ length drawn from the training lengths that fell in it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -25,8 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..runtime.flows import Flow
-from ..runtime.knobs import check, knob
-from .synthesizer import MAX_LEN, Logged, check_counts, class_rng, make_flow, padded, quiet
+from .synthesizer import (MAX_LEN, CvaeConfig, State, check_counts, class_rng, load_net, make_flow, net_tensors,
+                          padded, quiet)
 
 FEATURES = 4  # per position: direction (+1/-1, 0 absent), scaled length, scaled log-iat, present
 IAT_FLOOR, IAT_DECADES = 1e-6, 8.0  # log10 gaps from 1 us to 100 s map to 0..1
@@ -35,25 +34,6 @@ LENGTH_SCALE = float(np.log1p(MAX_LEN))
 
 def sigmoid(v: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-v))
-
-
-@dataclass(frozen=True)
-class CvaeConfig:
-    packets: int = knob(20, "Packets per flow the CVAE models (the flows' first N).", lo=1, hi=1024)
-    hidden: int = knob(500, "First hidden layer of the encoder (the decoder's last).", lo=1, hi=65536)
-    hidden2: int = knob(250, "Second hidden layer of the encoder (the decoder's first).", lo=1, hi=65536)
-    latent: int = knob(20, "Latent dimensions.", lo=1, hi=4096)
-    length_buckets: int = knob(64, "Length buckets (quantiles of the training lengths).", lo=1, hi=MAX_LEN + 1)
-    epochs: int = knob(200, "Epochs at budget 1.0.", lo=1)
-    batch_size: int = knob(64, "Flows per batch.", lo=1)
-    lr: float = knob(1e-3, "Adam learning rate.", lo=0, lo_open=True)
-    kl_warmup: float = knob(0.2, "Share of the steps over which the KL weight ramps from 0 to 1 (against posterior "
-                                 "collapse).", lo=0, hi=1)
-    iat_sigma: float = knob(0.05, "Standard deviation of the decoder's Gaussian over the scaled log-iat.", lo=0,
-                            lo_open=True)
-
-    def __post_init__(self) -> None:
-        check(self)
 
 
 class Net(nn.Module):
@@ -79,7 +59,7 @@ class Net(nn.Module):
         return out.view(len(z), self.c.packets, self.per_pos)
 
 
-class Cvae(Logged):
+class Cvae:
     """The CVAE baseline (see the module docstring); `log` receives one line per epoch."""
 
     name = "cvae"
@@ -160,6 +140,24 @@ class Cvae(Logged):
                 step += 1
             self.log(f"cvae epoch {epoch + 1:3d}  loss {total / len(flows):.3f}  {time.perf_counter() - start:.0f} s")
         net.eval()
+
+    # -- the fitted state ----------------------------------------------------------------------------------------------
+    def state(self) -> State:
+        if self.net is None:
+            raise ValueError("cvae: fit before saving")
+        # the buckets' lengths end to end, and how many each holds
+        tensors = {**net_tensors(self.net), "edges": self.edges,
+                   "bucket_lengths": np.concatenate(self.bucket_lengths).astype(np.int64),
+                   "bucket_sizes": np.array([len(b) for b in self.bucket_lengths], dtype=np.int64)}
+        return State({"classes": self.classes, "parameters": self.net.n_params()}, tensors)
+
+    def restore(self, state: State) -> None:
+        t = state.tensors
+        self.classes = [str(c) for c in state.config["classes"]]
+        self.edges = t["edges"]
+        self.bucket_lengths = np.split(t["bucket_lengths"], np.cumsum(t["bucket_sizes"])[:-1])
+        self.net = Net(self.config, len(self.classes), len(self.bucket_lengths))
+        load_net(self.net, t)
 
     # -- sampling ------------------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -28,29 +27,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..runtime.flows import Flow
-from ..runtime.knobs import check, knob
-from .synthesizer import MAX_LEN, Logged, check_counts, class_rng, make_flow, padded, quiet
+from .synthesizer import (MAX_LEN, GasfConfig, State, by_label, check_counts, class_rng, load_net, make_flow,
+                          net_tensors, padded, quiet)
 
 GAP = 0.2  # |x - 0.5| of a packet is at least GAP / 2: "no packet" (0.5) stays apart from an empty packet
 PRESENT = GAP / 4  # |x - 0.5| above this reads as a packet
 LENGTH_SCALE = float(np.log1p(MAX_LEN))
 AGREE = 0.1  # radians: a row's estimate of phi_i within this of the diagonal's joins the average
-
-
-@dataclass(frozen=True)
-class GasfConfig:
-    packets: int = knob(16, "Packets per flow (the image is N x N; a multiple of 8 for the U-Net).", lo=8, hi=256)
-    width: int = knob(32, "Channels of the U-Net's first level (then 2x and 4x); a multiple of 8.", lo=8, hi=1024)
-    diffusion_steps: int = knob(200, "DDPM noise levels (cosine schedule).", lo=2, hi=10000)
-    sample_steps: int = knob(25, "DDIM steps when sampling.", lo=1, hi=10000)
-    epochs: int = knob(35, "Epochs at budget 1.0.", lo=1)
-    batch_size: int = knob(32, "Images per batch.", lo=1)
-    lr: float = knob(2e-3, "Adam's peak learning rate (cosine decay to 0).", lo=0, lo_open=True)
-
-    def __post_init__(self) -> None:
-        check(self)
-        if self.packets % 8 or self.width % 8:
-            raise ValueError(f"packets {self.packets}, width {self.width}: expected multiples of 8")
 
 
 # -- images ------------------------------------------------------------------------------------------------------------
@@ -151,7 +134,7 @@ def alpha_bar(steps: int) -> torch.Tensor:
 
 
 # -- the baseline ------------------------------------------------------------------------------------------------------
-class GasfDiffusion(Logged):
+class GasfDiffusion:
     """The GASF diffusion baseline (see the module docstring); `log` receives one line per epoch."""
 
     name = "gasf"
@@ -177,12 +160,7 @@ class GasfDiffusion(Logged):
         torch.set_num_threads(self.threads)
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        self.classes = sorted({f.label for f in flows})
-        self.flows = {k: [f for f in flows if f.label == k] for k in self.classes}
-        for k, fs in self.flows.items():
-            for d in (1, -1):
-                seen = [min(p, MAX_LEN) for f in fs for p, fd in zip(f.pl[: c.packets], f.dir) if fd == d]
-                self.lengths[k, d] = np.unique(seen)
+        self._keep(flows)
         self.net = net = UNet(len(self.classes), c.width)
         x = self.images(flows)
         y = torch.tensor([self.classes.index(f.label) for f in flows])
@@ -211,6 +189,26 @@ class GasfDiffusion(Logged):
                 total += float(loss.detach()) * len(idx)
             self.log(f"gasf epoch {epoch + 1:3d}  loss {total / len(flows):.4f}  {time.perf_counter() - start:.0f} s")
         net.eval()
+
+    def _keep(self, flows: list[Flow]) -> None:
+        """The real flows of each class (their timing is lent to the synthetic ones) and the lengths they hold."""
+        self.flows = by_label(flows)
+        self.classes = list(self.flows)
+        for k, fs in self.flows.items():
+            for d in (1, -1):
+                seen = [min(p, MAX_LEN) for f in fs for p, fd in zip(f.pl[: self.config.packets], f.dir) if fd == d]
+                self.lengths[k, d] = np.unique(seen)
+
+    def state(self) -> State:
+        if self.net is None:
+            raise ValueError("gasf: fit before saving")
+        flows = [f for fs in self.flows.values() for f in fs]
+        return State({"classes": self.classes, "parameters": self.net.n_params()}, net_tensors(self.net), flows)
+
+    def restore(self, state: State) -> None:
+        self._keep(state.flows)
+        self.net = UNet(len(self.classes), self.config.width)
+        load_net(self.net, state.tensors)
 
     @torch.no_grad()
     def sample(self, counts: dict[str, int], seed: int = 0) -> list[Flow]:

@@ -6,25 +6,11 @@ at augmentation time, with no model trained on anything else. No torch here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..runtime.flows import Flow
-from ..runtime.knobs import check, knob
-from .synthesizer import MAX_LEN, check_counts, class_rng, make_flow, padded
-
-
-@dataclass(frozen=True)
-class SmoteConfig:
-    packets: int = knob(64, "Packets per flow in SMOTE's vectors (the flows' first N; ingest keeps 64).", lo=1,
-                        hi=4096)
-    k_neighbors: int = knob(5, "SMOTE's neighbours per flow (fewer in a class with fewer flows).", lo=1, hi=1000)
-    jitter: float = knob(0.1, "A class of one flow: its copies' inter-arrival times are multiplied by "
-                              "exp(N(0, jitter)).", lo=0, hi=10)
-
-    def __post_init__(self) -> None:
-        check(self)
+from .synthesizer import (MAX_LEN, FastRetransmitConfig, SmoteConfig, State, by_label, check_counts, class_rng,
+                          make_flow, padded)
 
 
 def vectors(flows: list[Flow], n: int) -> np.ndarray:
@@ -49,13 +35,24 @@ class Smote:
 
     def __init__(self, config: SmoteConfig = SmoteConfig()):
         self.config = config
+        self.flows: list[Flow] = []  # what it was fitted on: its state
         self.x: dict[str, np.ndarray] = {}
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.x)
 
     def fit(self, flows: list[Flow], seed: int = 0) -> None:
         if not flows:
             raise ValueError("no flows to fit on")
-        labels = sorted({f.label for f in flows})
-        self.x = {c: vectors([f for f in flows if f.label == c], self.config.packets) for c in labels}
+        self.flows = list(flows)
+        self.x = {c: vectors(fs, self.config.packets) for c, fs in by_label(flows).items()}
+
+    def state(self) -> State:
+        return State({"classes": self.classes}, flows=self.flows)
+
+    def restore(self, state: State) -> None:
+        self.fit(state.flows)  # the vectors are a function of the flows
 
     def sample(self, counts: dict[str, int], seed: int = 0) -> list[Flow]:
         from imblearn.over_sampling import SMOTE
@@ -85,15 +82,6 @@ class Smote:
         return out
 
 
-@dataclass(frozen=True)
-class FastRetransmitConfig:
-    repeat_share: float = knob(0.5, "Share of synthetic flows with one packet retransmitted (the others get one "
-                                     "packet delayed).", lo=0, hi=1)
-
-    def __post_init__(self) -> None:
-        check(self)
-
-
 def rtt_gap(dirs: list[int], iats: list[float]) -> float:
     """An RTT-like gap of a flow: the median gap before a packet that answers the other side (a direction change),
     else its median non-zero gap, else 0 (a flow without times)."""
@@ -114,12 +102,20 @@ class FastRetransmit:
         self.config = config
         self.flows: dict[str, list[Flow]] = {}
 
+    @property
+    def classes(self) -> list[str]:
+        return list(self.flows)
+
     def fit(self, flows: list[Flow], seed: int = 0) -> None:
         if not flows:
             raise ValueError("no flows to fit on")
-        self.flows = {c: [] for c in sorted({f.label for f in flows})}
-        for f in flows:
-            self.flows[f.label].append(f)
+        self.flows = by_label(flows)
+
+    def state(self) -> State:
+        return State({"classes": self.classes}, flows=[f for fs in self.flows.values() for f in fs])
+
+    def restore(self, state: State) -> None:
+        self.fit(state.flows)
 
     def sample(self, counts: dict[str, int], seed: int = 0) -> list[Flow]:
         check_counts(counts, list(self.flows))

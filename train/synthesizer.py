@@ -5,28 +5,122 @@ iat[0] = 0, packets = len(pl), bytes = sum(pl). Sampling is deterministic in its
 own generator (`class_rng`), so one class's flows do not change when another class's count does.
 
 Baselines: "smote" and "fast_retransmit" (train/oversample.py, no torch), "cvae" (train/cvae.py) and "gasf"
-(train/gasf.py). `budget` scales the training effort of the neural ones (1.0 = their documented default).
+(train/gasf.py). `budget` scales the training effort of the neural ones (1.0 = their documented default). Their
+settings live here, not beside them, so that the command line declares `train --model NAME`'s options without torch.
+
+A fitted baseline is kept as a run directory (`ntg-edge train --model NAME`), the project's run format without pickle:
+its `state()` goes to model.safetensors (tensors: weights, bucket tables), flows.parquet (the real flows it samples
+from) and config.yaml (plain data: its settings, its classes), all hashed in manifest.json; `load_baseline` verifies
+them and hands them to a fresh baseline's `restore`. Reading a SMOTE or Fast Retransmit run needs no torch.
 """
 
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
 
-from ..runtime.flows import Flow
+from ..runtime.flows import Flow, read_flows
+from ..runtime.knobs import check, knob
+from ..runtime.manifest import CONFIG, RUN_FORMAT, read_format, read_manifest, read_yaml, verify
 from ..runtime.tokenizer import Tokenizer
 
 MAX_LEN = Tokenizer.max_len  # payload clip shared with the tokenizer
+# A run's files. Named here, torch-free, so that the edge install reads baseline runs; train/checkpoint.py, which
+# writes every run, takes them from here.
+WEIGHTS, FLOWS = "model.safetensors", "flows.parquet"
+
+
+# -- settings ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SmoteConfig:
+    packets: int = knob(64, "Packets per flow in SMOTE's vectors (the flows' first N; ingest keeps 64).", lo=1,
+                        hi=4096)
+    k_neighbors: int = knob(5, "SMOTE's neighbours per flow (fewer in a class with fewer flows).", lo=1, hi=1000)
+    jitter: float = knob(0.1, "A class of one flow: its copies' inter-arrival times are multiplied by "
+                              "exp(N(0, jitter)).", lo=0, hi=10)
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+@dataclass(frozen=True)
+class FastRetransmitConfig:
+    repeat_share: float = knob(0.5, "Share of synthetic flows with one packet retransmitted (the others get one "
+                                     "packet delayed).", lo=0, hi=1)
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+@dataclass(frozen=True)
+class CvaeConfig:
+    packets: int = knob(20, "Packets per flow the CVAE models (the flows' first N).", lo=1, hi=1024)
+    hidden: int = knob(500, "First hidden layer of the encoder (the decoder's last).", lo=1, hi=65536)
+    hidden2: int = knob(250, "Second hidden layer of the encoder (the decoder's first).", lo=1, hi=65536)
+    latent: int = knob(20, "Latent dimensions.", lo=1, hi=4096)
+    length_buckets: int = knob(64, "Length buckets (quantiles of the training lengths).", lo=1, hi=MAX_LEN + 1)
+    epochs: int = knob(200, "Epochs at budget 1.0.", lo=1)
+    batch_size: int = knob(64, "Flows per batch.", lo=1)
+    lr: float = knob(1e-3, "Adam learning rate.", lo=0, lo_open=True)
+    kl_warmup: float = knob(0.2, "Share of the steps over which the KL weight ramps from 0 to 1 (against posterior "
+                                 "collapse).", lo=0, hi=1)
+    iat_sigma: float = knob(0.05, "Standard deviation of the decoder's Gaussian over the scaled log-iat.", lo=0,
+                            lo_open=True)
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+@dataclass(frozen=True)
+class GasfConfig:
+    packets: int = knob(16, "Packets per flow (the image is N x N; a multiple of 8 for the U-Net).", lo=8, hi=256)
+    width: int = knob(32, "Channels of the U-Net's first level (then 2x and 4x); a multiple of 8.", lo=8, hi=1024)
+    diffusion_steps: int = knob(200, "DDPM noise levels (cosine schedule).", lo=2, hi=10000)
+    sample_steps: int = knob(25, "DDIM steps when sampling.", lo=1, hi=10000)
+    epochs: int = knob(35, "Epochs at budget 1.0.", lo=1)
+    batch_size: int = knob(32, "Images per batch.", lo=1)
+    lr: float = knob(2e-3, "Adam's peak learning rate (cosine decay to 0).", lo=0, lo_open=True)
+
+    def __post_init__(self) -> None:
+        check(self)
+        if self.packets % 8 or self.width % 8:
+            raise ValueError(f"packets {self.packets}, width {self.width}: expected multiples of 8")
+
+
+# --model NAME -> its settings (runtime/settings.py lists these names among the models)
+BASELINE_CONFIGS: dict[str, type] = {"cvae": CvaeConfig, "gasf": GasfConfig, "smote": SmoteConfig,
+                                     "fast_retransmit": FastRetransmitConfig}
+
+
+# -- the interface -----------------------------------------------------------------------------------------------------
+@dataclass
+class State:
+    """What a fitted baseline samples from, in forms that load without running stored code: `config` is plain data
+    (config.yaml), `tensors` go to model.safetensors, `flows` (the real flows it keeps) to flows.parquet."""
+
+    config: dict
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    flows: list[Flow] = field(default_factory=list)
 
 
 class Synthesizer(Protocol):
     name: str
+    config: object  # its BASELINE_CONFIGS settings
+    classes: list[str]  # the classes it was fitted on (empty before `fit`)
 
     def fit(self, flows: list[Flow], seed: int = 0) -> None: ...
 
     def sample(self, counts: dict[str, int], seed: int = 0) -> list[Flow]: ...
+
+    def state(self) -> State:
+        """What it samples from once fitted."""
+
+    def restore(self, state: State) -> None:
+        """Become the fitted baseline whose `state()` this is (this one made with the same settings)."""
 
 
 def make_flow(label: str, dirs: np.ndarray, pls: np.ndarray, iats: np.ndarray) -> Flow:
@@ -41,16 +135,7 @@ def make_flow(label: str, dirs: np.ndarray, pls: np.ndarray, iats: np.ndarray) -
 
 
 def quiet(line: str) -> None:
-    """The default log: discards the line (a module function, so that a fitted baseline pickles)."""
-
-
-class Logged:
-    """Holds a neural baseline's `log`; a pickle keeps `quiet` in place of a callback that may not pickle."""
-
-    log: Callable[[str], None]
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "log": quiet}
+    """The default log: discards the line."""
 
 
 def class_rng(seed: int, label: str) -> np.random.Generator:
@@ -77,28 +162,50 @@ def padded(flows: list[Flow], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return out[0], out[1], out[2], out[3]
 
 
-def _smote(budget: float = 1.0, threads: int = 1, log: Callable[[str], None] | None = None) -> Synthesizer:
+def by_label(flows: list[Flow]) -> dict[str, list[Flow]]:
+    """The flows of each class, classes sorted, each class's flows in their order (a baseline's draws index them)."""
+    out: dict[str, list[Flow]] = {c: [] for c in sorted({f.label for f in flows})}
+    for f in flows:
+        out[f.label].append(f)
+    return out
+
+
+def net_tensors(net: object) -> dict[str, np.ndarray]:
+    """A neural baseline's torch module as State tensors, named net.<parameter>."""
+    return {f"net.{k}": v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+
+
+def load_net(net: object, tensors: dict[str, np.ndarray]) -> None:
+    """Put `net_tensors` back into a module built with the same settings (RuntimeError where they do not fit); eval."""
+    import torch
+
+    net.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith("net.")})
+    net.eval()
+
+
+def _smote(config: SmoteConfig, budget: float, threads: int, log: Callable[[str], None] | None) -> Synthesizer:
     from .oversample import Smote
 
-    return Smote()
+    return Smote(config)
 
 
-def _fast_retransmit(budget: float = 1.0, threads: int = 1, log: Callable[[str], None] | None = None) -> Synthesizer:
+def _fast_retransmit(config: FastRetransmitConfig, budget: float, threads: int,
+                     log: Callable[[str], None] | None) -> Synthesizer:
     from .oversample import FastRetransmit
 
-    return FastRetransmit()
+    return FastRetransmit(config)
 
 
-def _cvae(budget: float = 1.0, threads: int = 1, log: Callable[[str], None] | None = None) -> Synthesizer:
+def _cvae(config: CvaeConfig, budget: float, threads: int, log: Callable[[str], None] | None) -> Synthesizer:
     from .cvae import Cvae
 
-    return Cvae(budget=budget, threads=threads, log=log)
+    return Cvae(config, budget=budget, threads=threads, log=log)
 
 
-def _gasf(budget: float = 1.0, threads: int = 1, log: Callable[[str], None] | None = None) -> Synthesizer:
+def _gasf(config: GasfConfig, budget: float, threads: int, log: Callable[[str], None] | None) -> Synthesizer:
     from .gasf import GasfDiffusion
 
-    return GasfDiffusion(budget=budget, threads=threads, log=log)
+    return GasfDiffusion(config, budget=budget, threads=threads, log=log)
 
 
 # constructors import their module when called: SMOTE and fast retransmit must not pull in torch
@@ -106,14 +213,59 @@ BASELINES: dict[str, Callable[..., Synthesizer]] = {
     "cvae": _cvae, "gasf": _gasf, "smote": _smote, "fast_retransmit": _fast_retransmit}
 
 
-def make_baseline(name: str, budget: float = 1.0, threads: int = 1,
-                  log: Callable[[str], None] | None = None) -> Synthesizer:
+def make_baseline(name: str, budget: float = 1.0, threads: int = 1, log: Callable[[str], None] | None = None,
+                  config: object | None = None) -> Synthesizer:
     """A fresh, unfitted baseline. `budget` > 0 scales the neural ones' training; `threads` their torch threads;
-    `log` receives the neural ones' parameter count and per-epoch loss lines."""
+    `log` receives the neural ones' parameter count and per-epoch loss lines; `config` (its BASELINE_CONFIGS class)
+    replaces its default settings."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
     if not budget > 0:
         raise ValueError(f"budget: expected a number > 0, got {budget!r}")
     if threads < 1:
         raise ValueError(f"threads: expected a whole number >= 1, got {threads!r}")
-    return BASELINES[name](budget=budget, threads=threads, log=log)
+    return BASELINES[name](config or BASELINE_CONFIGS[name](), budget, threads, log)
+
+
+# -- runs --------------------------------------------------------------------------------------------------------------
+def baseline_name(path: str | Path) -> str | None:
+    """The baseline a run directory holds, or None (a LLaMA or Mamba run, a bundle, not a run). Reads config.yaml
+    before its hash is checked, only to choose the loader: every loader verifies the run before using it."""
+    path = Path(path)
+    if read_format(path) != RUN_FORMAT:
+        return None
+    try:
+        cfg = read_yaml(path / CONFIG)
+    except (OSError, ValueError):
+        return None  # the loader's manifest check says what is wrong
+    name = cfg.get("model_type") if isinstance(cfg, dict) else None
+    return name if name in BASELINES else None
+
+
+def load_baseline(run: str | Path, threads: int = 1) -> Synthesizer:
+    """The fitted baseline of a verified run directory; ValueError (one line, naming the file) otherwise. Imports its
+    module: a CVAE or GASF run needs torch (ImportError where it is missing)."""
+    run = Path(run)
+    verify(run, RUN_FORMAT, (CONFIG,))
+    cfg = read_yaml(run / CONFIG)
+    name = cfg.get("model_type") if isinstance(cfg, dict) else None
+    if name not in BASELINES:
+        raise ValueError(f"{run / CONFIG}: model_type {name!r}: expected one of {', '.join(BASELINES)}")
+    listed = read_manifest(run)
+    tensors = {}
+    if WEIGHTS in listed:
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        try:
+            tensors = load_file(run / WEIGHTS)
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{run / WEIGHTS}: unreadable tensors ({e})") from None
+    flows = read_flows(run / FLOWS) if FLOWS in listed else []
+    try:
+        baseline = make_baseline(name, threads=threads, config=BASELINE_CONFIGS[name](**cfg["model"]))
+        baseline.restore(State(cfg, tensors, flows))
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # files rewritten together with their manifest
+        raise ValueError(f"{run}: not a {name} run this version reads ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    return baseline
