@@ -18,7 +18,7 @@ from ..runtime.ort import PROVIDERS as DEVICES
 from ..runtime.sampler import Sampling
 from ..runtime.split import SplitConfig
 from ..runtime.settings import MODEL_CONFIGS, MODELS, TrainConfig
-from ..train.synthesizer import BASELINE_CONFIGS
+from ..runtime.settings import BASELINE_CONFIGS
 from .options import (OutPath, config_options, model_options, model_settings, out_dir, out_file, positive_ints,
                       shared_notes)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..train.synthesizer import BASELINE_CONFIGS
+from .settings import BASELINE_CONFIGS
 from .manifest import (BUNDLE_FORMAT, CONFIG, MANIFEST, RUN_FORMAT, ManifestError, read_format, read_manifest, read_yaml,
                        verify)
 

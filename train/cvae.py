@@ -24,8 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..runtime.flows import Flow
-from .synthesizer import (MAX_LEN, CvaeConfig, State, check_counts, class_rng, load_net, make_flow, net_tensors,
-                          padded, quiet)
+from ..runtime.settings import CvaeConfig
+from .synthesizer import (MAX_LEN, State, check_counts, class_rng, load_net, make_flow, net_tensors, padded, quiet)
 
 FEATURES = 4  # per position: direction (+1/-1, 0 absent), scaled length, scaled log-iat, present
 IAT_FLOOR, IAT_DECADES = 1e-6, 8.0  # log10 gaps from 1 us to 100 s map to 0..1

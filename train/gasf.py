@@ -27,8 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..runtime.flows import Flow
-from .synthesizer import (MAX_LEN, GasfConfig, State, by_label, check_counts, class_rng, load_net, make_flow,
-                          net_tensors, padded, quiet)
+from ..runtime.settings import GasfConfig
+from .synthesizer import (MAX_LEN, State, by_label, check_counts, class_rng, load_net, make_flow, net_tensors, padded,
+                          quiet)
 
 GAP = 0.2  # |x - 0.5| of a packet is at least GAP / 2: "no packet" (0.5) stays apart from an empty packet
 PRESENT = GAP / 4  # |x - 0.5| above this reads as a packet

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..runtime.flows import Flow
-from .synthesizer import (MAX_LEN, FastRetransmitConfig, SmoteConfig, State, by_label, check_counts, class_rng,
-                          make_flow, padded)
+from ..runtime.settings import FastRetransmitConfig, SmoteConfig
+from .synthesizer import (MAX_LEN, State, by_label, check_counts, class_rng, make_flow, padded)
 
 
 def vectors(flows: list[Flow], n: int) -> np.ndarray:

@@ -6,7 +6,8 @@ own generator (`class_rng`), so one class's flows do not change when another cla
 
 Baselines: "smote" and "fast_retransmit" (train/oversample.py, no torch), "cvae" (train/cvae.py) and "gasf"
 (train/gasf.py). `budget` scales the training effort of the neural ones (1.0 = their documented default). Their
-settings live here, not beside them, so that the command line declares `train --model NAME`'s options without torch.
+settings live in runtime/settings.py with every other model's, so that the command line declares `train --model
+NAME`'s options without torch.
 
 A fitted baseline is kept as a run directory (`ntg-edge train --model NAME`), the project's run format without pickle:
 its `state()` goes to model.safetensors (tensors: weights, bucket tables), flows.parquet (the real flows it samples
@@ -24,76 +25,14 @@ from typing import Callable, Protocol
 import numpy as np
 
 from ..runtime.flows import Flow, read_flows
-from ..runtime.knobs import check, knob
 from ..runtime.manifest import CONFIG, RUN_FORMAT, read_format, read_manifest, read_yaml, verify
+from ..runtime.settings import BASELINE_CONFIGS, CvaeConfig, FastRetransmitConfig, GasfConfig, SmoteConfig
 from ..runtime.tokenizer import Tokenizer
 
 MAX_LEN = Tokenizer.max_len  # payload clip shared with the tokenizer
 # A run's files. Named here, torch-free, so that the edge install reads baseline runs; train/checkpoint.py, which
 # writes every run, takes them from here.
 WEIGHTS, FLOWS = "model.safetensors", "flows.parquet"
-
-
-# -- settings ----------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SmoteConfig:
-    packets: int = knob(64, "Packets per flow in SMOTE's vectors (the flows' first N; ingest keeps 64).", lo=1,
-                        hi=4096)
-    k_neighbors: int = knob(5, "SMOTE's neighbours per flow (fewer in a class with fewer flows).", lo=1, hi=1000)
-    jitter: float = knob(0.1, "A class of one flow: its copies' inter-arrival times are multiplied by "
-                              "exp(N(0, jitter)).", lo=0, hi=10)
-
-    def __post_init__(self) -> None:
-        check(self)
-
-
-@dataclass(frozen=True)
-class FastRetransmitConfig:
-    repeat_share: float = knob(0.5, "Share of synthetic flows with one packet retransmitted (the others get one "
-                                     "packet delayed).", lo=0, hi=1)
-
-    def __post_init__(self) -> None:
-        check(self)
-
-
-@dataclass(frozen=True)
-class CvaeConfig:
-    packets: int = knob(20, "Packets per flow the CVAE models (the flows' first N).", lo=1, hi=1024)
-    hidden: int = knob(500, "First hidden layer of the encoder (the decoder's last).", lo=1, hi=65536)
-    hidden2: int = knob(250, "Second hidden layer of the encoder (the decoder's first).", lo=1, hi=65536)
-    latent: int = knob(20, "Latent dimensions.", lo=1, hi=4096)
-    length_buckets: int = knob(64, "Length buckets (quantiles of the training lengths).", lo=1, hi=MAX_LEN + 1)
-    epochs: int = knob(200, "Epochs at budget 1.0.", lo=1)
-    batch_size: int = knob(64, "Flows per batch.", lo=1)
-    lr: float = knob(1e-3, "Adam learning rate.", lo=0, lo_open=True)
-    kl_warmup: float = knob(0.2, "Share of the steps over which the KL weight ramps from 0 to 1 (against posterior "
-                                 "collapse).", lo=0, hi=1)
-    iat_sigma: float = knob(0.05, "Standard deviation of the decoder's Gaussian over the scaled log-iat.", lo=0,
-                            lo_open=True)
-
-    def __post_init__(self) -> None:
-        check(self)
-
-
-@dataclass(frozen=True)
-class GasfConfig:
-    packets: int = knob(16, "Packets per flow (the image is N x N; a multiple of 8 for the U-Net).", lo=8, hi=256)
-    width: int = knob(32, "Channels of the U-Net's first level (then 2x and 4x); a multiple of 8.", lo=8, hi=1024)
-    diffusion_steps: int = knob(200, "DDPM noise levels (cosine schedule).", lo=2, hi=10000)
-    sample_steps: int = knob(25, "DDIM steps when sampling.", lo=1, hi=10000)
-    epochs: int = knob(35, "Epochs at budget 1.0.", lo=1)
-    batch_size: int = knob(32, "Images per batch.", lo=1)
-    lr: float = knob(2e-3, "Adam's peak learning rate (cosine decay to 0).", lo=0, lo_open=True)
-
-    def __post_init__(self) -> None:
-        check(self)
-        if self.packets % 8 or self.width % 8:
-            raise ValueError(f"packets {self.packets}, width {self.width}: expected multiples of 8")
-
-
-# --model NAME -> its settings (runtime/settings.py lists these names among the models)
-BASELINE_CONFIGS: dict[str, type] = {"cvae": CvaeConfig, "gasf": GasfConfig, "smote": SmoteConfig,
-                                     "fast_retransmit": FastRetransmitConfig}
 
 
 # -- the interface -----------------------------------------------------------------------------------------------------
