@@ -473,9 +473,11 @@ def test_sigterm_drains_streams_and_exits_0(tiny_bundles, real_files, tmp_path):
             proc.wait()
 
 
-def test_serving_path_is_torch_free():
-    code = ("import sys, ntg_edge.appliance.cli, ntg_edge.appliance.serve, ntg_edge.appliance.server, "
-            "ntg_edge.appliance.live; "
+def test_serving_path_and_runtime_are_torch_free():
+    """The serving path and every runtime module (the edge core) load neither torch nor train/."""
+    code = ("import importlib, pkgutil, sys, ntg_edge.appliance.cli, ntg_edge.appliance.serve, "
+            "ntg_edge.appliance.server, ntg_edge.appliance.live, ntg_edge.runtime as r; "
+            "[importlib.import_module(f'ntg_edge.runtime.{m.name}') for m in pkgutil.iter_modules(r.__path__)]; "
             "print(sorted(m for m in ('torch', 'ntg_edge.train') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
