@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..runtime.flows import Flow
 from ..runtime.settings import CvaeConfig
-from .synthesizer import (MAX_LEN, State, check_counts, class_rng, load_net, make_flow, net_tensors, padded, quiet)
+from .synthesizer import (MAX_LEN, State, load_net, make_flow, net_tensors, padded, per_class, quiet)
 
 FEATURES = 4  # per position: direction (+1/-1, 0 absent), scaled length, scaled log-iat, present
 IAT_FLOOR, IAT_DECADES = 1e-6, 8.0  # log10 gaps from 1 us to 100 s map to 0..1
@@ -164,13 +164,8 @@ class Cvae:
     def sample(self, counts: dict[str, int], seed: int = 0) -> list[Flow]:
         if self.net is None:
             raise ValueError("cvae: fit before sampling")
-        check_counts(counts, self.classes)
         torch.set_num_threads(self.threads)
-        out: list[Flow] = []
-        for label, want in counts.items():
-            if want:
-                out += self._class(label, want, class_rng(seed, label))
-        return out
+        return per_class(counts, self.classes, seed, self._class)
 
     def _class(self, label: str, want: int, rng: np.random.Generator) -> list[Flow]:
         z = torch.from_numpy(rng.standard_normal((want, self.config.latent))).float()

@@ -28,8 +28,7 @@ import torch.nn.functional as F
 
 from ..runtime.flows import Flow
 from ..runtime.settings import GasfConfig
-from .synthesizer import (MAX_LEN, State, by_label, check_counts, class_rng, load_net, make_flow, net_tensors, padded,
-                          quiet)
+from .synthesizer import (MAX_LEN, State, by_label, load_net, make_flow, net_tensors, padded, per_class, quiet)
 
 GAP = 0.2  # |x - 0.5| of a packet is at least GAP / 2: "no packet" (0.5) stays apart from an empty packet
 PRESENT = GAP / 4  # |x - 0.5| above this reads as a packet
@@ -215,14 +214,9 @@ class GasfDiffusion:
     def sample(self, counts: dict[str, int], seed: int = 0) -> list[Flow]:
         if self.net is None:
             raise ValueError("gasf: fit before sampling")
-        check_counts(counts, self.classes)
         torch.set_num_threads(self.threads)
-        out: list[Flow] = []
-        for label, want in counts.items():
-            if want:
-                rng = class_rng(seed, label)
-                out += self._flows(label, self._ddim(label, want, rng), rng)
-        return out
+        return per_class(counts, self.classes, seed,
+                         lambda label, want, rng: self._flows(label, self._ddim(label, want, rng), rng))
 
     def _ddim(self, label: str, want: int, rng: np.random.Generator) -> np.ndarray:
         """[want, N, N] images of the class by deterministic DDIM from seeded noise."""

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..runtime.flows import Flow
 from ..runtime.settings import FastRetransmitConfig, SmoteConfig
-from .synthesizer import (MAX_LEN, State, by_label, check_counts, class_rng, make_flow, padded)
+from .synthesizer import (MAX_LEN, State, by_label, make_flow, padded, per_class)
 
 
 def vectors(flows: list[Flow], n: int) -> np.ndarray:
@@ -55,31 +55,27 @@ class Smote:
         self.fit(state.flows)  # the vectors are a function of the flows
 
     def sample(self, counts: dict[str, int], seed: int = 0) -> list[Flow]:
+        return per_class(counts, list(self.x), seed, self._class)
+
+    def _class(self, label: str, want: int, rng: np.random.Generator) -> list[Flow]:
         from imblearn.over_sampling import SMOTE
 
-        check_counts(counts, list(self.x))
-        n = self.config.packets
-        out: list[Flow] = []
-        for label, want in counts.items():
-            if not want:
-                continue
-            x, rng = self.x[label], class_rng(seed, label)
-            if len(x) == 1:
-                # SMOTE needs two flows to interpolate: a class of one flow is repeated, its inter-arrival times
-                # jittered so that the copies are not all the same flow
-                new = np.repeat(x, want, axis=0)
-                new[:, n:2 * n] = np.log1p(np.expm1(new[:, n:2 * n]) * np.exp(
-                    rng.normal(0, self.config.jitter, (want, n))))
-            else:
-                # imbalanced-learn refuses a one-class target: one placeholder row of another class satisfies it
-                # and is never a neighbour (SMOTE looks for neighbours within the class it oversamples)
-                fit_x = np.vstack([x, np.zeros((1, x.shape[1]))])
-                fit_y = np.r_[np.zeros(len(x), int), 1]
-                smote = SMOTE(sampling_strategy={0: len(x) + want}, k_neighbors=min(self.config.k_neighbors,
-                              len(x) - 1), random_state=int(rng.integers(2**31)))
-                new = smote.fit_resample(fit_x, fit_y)[0][len(fit_x):]  # the synthetic rows come last
-            out += [unvector(v, n, label) for v in new]
-        return out
+        x, n = self.x[label], self.config.packets
+        if len(x) == 1:
+            # SMOTE needs two flows to interpolate: a class of one flow is repeated, its inter-arrival times
+            # jittered so that the copies are not all the same flow
+            new = np.repeat(x, want, axis=0)
+            new[:, n:2 * n] = np.log1p(np.expm1(new[:, n:2 * n]) * np.exp(
+                rng.normal(0, self.config.jitter, (want, n))))
+        else:
+            # imbalanced-learn refuses a one-class target: one placeholder row of another class satisfies it
+            # and is never a neighbour (SMOTE looks for neighbours within the class it oversamples)
+            fit_x = np.vstack([x, np.zeros((1, x.shape[1]))])
+            fit_y = np.r_[np.zeros(len(x), int), 1]
+            smote = SMOTE(sampling_strategy={0: len(x) + want}, k_neighbors=min(self.config.k_neighbors,
+                          len(x) - 1), random_state=int(rng.integers(2**31)))
+            new = smote.fit_resample(fit_x, fit_y)[0][len(fit_x):]  # the synthetic rows come last
+        return [unvector(v, n, label) for v in new]
 
 
 def rtt_gap(dirs: list[int], iats: list[float]) -> float:
@@ -118,14 +114,12 @@ class FastRetransmit:
         self.fit(state.flows)
 
     def sample(self, counts: dict[str, int], seed: int = 0) -> list[Flow]:
-        check_counts(counts, list(self.flows))
-        out: list[Flow] = []
-        for label, want in counts.items():
-            real, rng = self.flows[label], class_rng(seed, label)
-            longest = max(len(f.pl) for f in real)
-            for _ in range(want):
-                out.append(self.transform(real[rng.integers(len(real))], longest, rng))
-        return out
+        return per_class(counts, list(self.flows), seed, self._class)
+
+    def _class(self, label: str, want: int, rng: np.random.Generator) -> list[Flow]:
+        real = self.flows[label]
+        longest = max(len(f.pl) for f in real)
+        return [self.transform(real[rng.integers(len(real))], longest, rng) for _ in range(want)]
 
     def transform(self, f: Flow, longest: int, rng: np.random.Generator) -> Flow:
         dirs, pls, iats = list(f.dir), [min(p, MAX_LEN) for p in f.pl], list(f.iat)

@@ -82,13 +82,16 @@ def class_rng(seed: int, label: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(label.encode())])
 
 
-def check_counts(counts: dict[str, int], known: list[str]) -> None:
-    """Refuse a class the baseline was not fitted on or a negative count (a ValueError naming it)."""
+def per_class(counts: dict[str, int], known: list[str], seed: int,
+              draw: Callable[[str, int, np.random.Generator], list[Flow]]) -> list[Flow]:
+    """`draw(label, n, rng)` for every class with a count, each with its own `class_rng`, in the order of `counts`.
+    A class the baseline was not fitted on or a negative count is a ValueError naming it."""
     for c, n in counts.items():
         if c not in known:
             raise ValueError(f"class {c!r} was not among the {len(known)} classes the baseline was fitted on")
         if n < 0:
             raise ValueError(f"class {c!r}: expected a count >= 0, got {n}")
+    return [f for label, n in counts.items() if n for f in draw(label, n, class_rng(seed, label))]
 
 
 def padded(flows: list[Flow], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
