@@ -141,7 +141,7 @@ def import_flows(path, tool, label_column, out) -> None:
     reader = import_nfstream if tool == "nfstream" else import_cesnet
     flows = reader(path, label_column) if label_column else reader(path)
     _write_flows(out, flows)
-    click.echo(f"{len(flows)} flows of {len(counts)} classes -> {out}")
+    click.echo(f"{len(flows)} flows of {len({f.label for f in flows})} classes -> {out}")
 
 
 @main.command()
@@ -326,7 +326,7 @@ def generate(ctx, model_path, n_per_class, counts_from, scale, classes, batch_si
                 flows += batch
                 bar.update(len(batch))
     _write_flows(out, flows)
-    click.echo(f"{len(flows)} flows of {len(counts)} classes -> {out}")
+    click.echo(f"{len(flows)} flows of {len({f.label for f in flows})} classes -> {out}")
 
 
 def _counts(known: list[str], classes: str | None, n_per_class: int | None, counts_from: str | None,
