@@ -30,6 +30,12 @@ class Cli(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.MissingParameter as e:  # click lists a missing choice's values one per line
+            p = e.param
+            if p is None:
+                raise
+            values = f" (one of {', '.join(p.type.choices)})" if isinstance(p.type, click.Choice) else ""
+            raise click.UsageError(f"missing {p.param_type_name} {p.get_error_hint(e.ctx)}{values}", e.ctx) from None
         except (ValueError, OSError) as e:
             raise click.ClickException(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
 

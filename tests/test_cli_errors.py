@@ -249,3 +249,10 @@ def test_damage_behind_a_rewritten_manifest(tiny_run, tiny_bundles, real_files, 
     fails(["bench", "parity", tiny_run, "--real-train", real_files["train"], "--real-test", empty, "--draws", "2"],
           "--real-test")
     fails(["generate", tiny_run, "--n-per-class", "1", "--out", str(real_files["train"]) + "/"], "names a folder")
+
+
+def test_missing_choice_option_is_one_line_with_its_values(tiny_run, tmp_path):
+    """click writes a missing choice's values one per line; ours is one line that names them."""
+    out = fails(["quantize", tiny_run, "--out", tmp_path / "q"], "--scheme")
+    (line,) = [line for line in out.splitlines() if line.startswith("Error")]
+    assert "int8-wo, int8-da" in line and out.rstrip().endswith(line)
