@@ -25,6 +25,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import time
 import zlib
@@ -322,6 +323,7 @@ def run_paper(train: list[Flow], test: list[Flow], out: str | Path, methods: tup
     full = {pct(1.0): trtr} if 1.0 in plan.fractions else {}  # all real flows kept: every method is TRTR
     rep = {
         "meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(threads),
+                 "code": code_version(),
                  "plan": asdict(plan), "seed": seed, "methods": list(methods), "classes": counts,
                  "train_flows": len(train), "test_flows": len(test),
                  "memory": "peak RSS growth over the block (VmHWM reset through /proc/self/clear_refs; "
@@ -339,6 +341,19 @@ def run_paper(train: list[Flow], test: list[Flow], out: str | Path, methods: tup
     rep["conclusions"] = conclusions(rep)
     rep["meta"]["wall_s"] = time.perf_counter() - t_start
     return rep
+
+
+def code_version() -> str:
+    """The checkout's commit (with "+changes" when the tree differs from it), or "unknown" outside a git checkout."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+changes" if dirty else "")
 
 
 def machine(threads: int) -> str:
@@ -449,7 +464,7 @@ def report_md(rep: dict, command: str) -> str:
         "# The reference study's comparison (Bovenzi et al. 2026), rerun", "",
         f"- Command: `{command}`",
         f"- Date: {meta['date']}; wall time {meta['wall_s'] / 60:.1f} min",
-        f"- Machine: {meta['machine']}",
+        f"- Machine: {meta['machine']}; code {meta.get('code', 'unknown')}",
         f"- Data: {len(meta['classes'])} classes, {meta['train_flows']} training / {meta['test_flows']} test flows"
         + (f" (the {plan['classes']} largest classes" if plan["classes"] else "")
         + (f", at most {plan['per_class']} training flows per class, drawn with the seed" if plan["per_class"] else "")

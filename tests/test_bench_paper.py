@@ -5,6 +5,7 @@ report and plots written, and option errors as one line. Tiny budgets (LLaMA 1 e
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -31,6 +32,7 @@ def test_bench_paper_report(real_files, tmp_path):
         assert data.startswith(PNG) and len(data) > 5000, name
     rep = json.loads((out / "report.json").read_text())
     assert rep["meta"]["methods"] == list(METHODS) and rep["meta"]["plan"]["draws"] == 1
+    assert re.fullmatch(r"[0-9a-f]{7,}(\+changes)?", rep["meta"]["code"])  # this test runs in a git checkout
 
     rq1 = rep["rq1"]
     assert set(rq1["real_floor"]) >= set(FIDELITY) and all(unit(v) for v in rq1["real_floor"].values())
