@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -31,7 +30,7 @@ from sklearn.metrics import f1_score
 
 from ..runtime.manifest import sha256
 from ..runtime.flows import Flow, write_atomic
-from ..runtime.metrics import N_FEATURES, features, forest
+from ..runtime.metrics import N_FEATURES, features, fit, forest, train_test_f1
 
 FORMAT = "ntg-edge-classifier/1"
 META = "classifier.json"
@@ -159,11 +158,7 @@ def fit_forest(flows: list[Flow], trees: int, threads: int, seed: int = 0) -> tu
     classes = sorted({f.label for f in flows})
     y = np.searchsorted(classes, [f.label for f in flows])
     x = features(flows)
-    with warnings.catch_warnings():
-        # every tree warns when most of its bootstrap's classes are singletons (2-5 flows per class, as on a box
-        # with few labelled flows): y is labels, not a regression target
-        warnings.filterwarnings("ignore", "The number of unique classes is greater than 50%", UserWarning)
-        clf = forest(seed, threads).set_params(n_estimators=trees).fit(x, y)
+    clf = fit(forest(seed, threads, trees), x, y)
     # zipmap off: probabilities as one (N, classes) tensor, in the order of `classes` (the forest's integer labels)
     onx = to_onnx(clf, x[:1], options={"zipmap": False}, target_opset={"": 17, "ai.onnx.ml": 3})
     return onx.SerializeToString(), classes
@@ -187,10 +182,7 @@ def save_classifier(root: str | Path, model: bytes, classes: list[str], kind: st
 
 def held_out_f1(fit_on: list[Flow], held: list[Flow], trees: int, threads: int, seed: int = 0) -> float | None:
     """Macro-F1 on `held` of a forest fitted on `fit_on`: how good the recipe is, judged on flows it did not see."""
-    if not held:
-        return None
-    model, classes = fit_forest(fit_on, trees, threads, seed)
-    return macro_f1(Scored(OnnxModel(model, len(classes), threads), classes), held)
+    return train_test_f1(fit_on, held, seed, threads, trees) if held else None
 
 
 def train_classifier(root: str | Path, flows: list[Flow], trees: int, threads: int, holdout: float,

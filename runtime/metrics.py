@@ -14,6 +14,7 @@ a zero-length packet keeps its direction. JSD is the Jensen-Shannon divergence i
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter, defaultdict
 from typing import Iterable
 
@@ -128,14 +129,22 @@ def features(flows: list[Flow], n: int = N_FEATURES) -> np.ndarray:
 TREES = 200  # the benchmark's forest; the appliance's classifier defaults to the same
 
 
-def forest(seed: int = 0, threads: int = -1) -> RandomForestClassifier:
+def forest(seed: int = 0, threads: int = -1, trees: int = TREES) -> RandomForestClassifier:
     """The benchmark's Random Forest; `threads` -1 = every core."""
-    return RandomForestClassifier(n_estimators=TREES, n_jobs=threads, random_state=seed)
+    return RandomForestClassifier(n_estimators=trees, n_jobs=threads, random_state=seed)
 
 
-def train_test_f1(train: list[Flow], test: list[Flow], seed: int = 0, threads: int = -1) -> float:
+def fit(clf: RandomForestClassifier, x: np.ndarray, y) -> RandomForestClassifier:
+    with warnings.catch_warnings():
+        # every tree warns when most of its bootstrap's classes are singletons (2-5 flows per class, as on a box
+        # with few labelled flows): y is labels, not a regression target
+        warnings.filterwarnings("ignore", "The number of unique classes is greater than 50%", UserWarning)
+        return clf.fit(x, y)
+
+
+def train_test_f1(train: list[Flow], test: list[Flow], seed: int = 0, threads: int = -1, trees: int = TREES) -> float:
     """Macro-F1 on `test` of a forest fitted on `train` (TSTR when `train` is synthetic, TRTR when real)."""
-    clf = forest(seed, threads).fit(features(train), [f.label for f in train])
+    clf = fit(forest(seed, threads, trees), features(train), [f.label for f in train])
     y = [f.label for f in test]
     return float(f1_score(y, clf.predict(features(test)), labels=sorted(set(y)), average="macro", zero_division=0))
 
