@@ -174,6 +174,9 @@ class TrainConfig:
     head_packets: int = knob(20, "Packets that weigh fully in the loss (see --tail-weight).", lo=1)
     tail_weight: float = knob(1.0, "Loss weight of packets after the first --head-packets (1 = every packet alike).",
                               lo=0, hi=1)
+    # Most exact lengths occur once or never in a small corpus (train/lengths.py).
+    length_scales: int = knob(0, "Coarse scales whose buckets of 4, 16, 64 ... bytes neighbouring payload lengths "
+                                 "share while training (0 = each length on its own).", lo=0, hi=5)
     seed: int = knob(0, "Random seed (data order, initialisation, validation draws).", lo=0, hi=SEED_MAX)
     device: str = knob("auto", "Where to train.", choices=("auto", "cpu", "cuda"))
 

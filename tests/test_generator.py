@@ -252,3 +252,41 @@ def test_tail_weight_zero_ignores_packets_after_the_head(demo_split):
     with torch.no_grad():
         assert torch.isclose(loss_fn(model, toks, bins, tok, head_only), loss_fn(model, later, bins, tok, head_only))
         assert not torch.isclose(loss_fn(model, toks, bins, tok), loss_fn(model, later, bins, tok))
+
+
+def test_shared_lengths_lift_unseen_neighbours_and_save_a_plain_model(demo_split):
+    """Training on a frequent length must raise an unseen length in its 4-byte bucket above an unseen length far away
+    only when lengths are shared; the saved state must load into a plain model that gives the same logits."""
+    from ntg_edge.train.data import encode_all, targets
+    from ntg_edge.train.lengths import plain_state, share_lengths
+    from ntg_edge.train.train import loss_fn
+
+    flows = [f for f in demo_split[0] if f.pl][:64]
+    tok = Tokenizer(classes=tuple(sorted({f.label for f in demo_split[0]})))
+    toks, bins = pad(encode_all(flows, tok))
+    y, _ = targets(toks, bins, tok)
+    seen = Counter(y[y >= tok.packet_base].tolist())
+    common = max(seen, key=seen.get)
+    used = set(toks.flatten().tolist())
+    near = next(t for t in range(common - common % 4, common - common % 4 + 4) if t not in used)
+    far = next(t for t in range(common - 900, common - 600) if t not in used
+               and tok.unpack(np.array(t))[0] == tok.unpack(np.array(common))[0])
+    gaps = {}
+    for scales in (0, 2):
+        torch.manual_seed(0)
+        model = Transformer(ModelConfig(tok.vocab_size, tok.iat_bins, tok.block_size, **{**TINY, "dropout": 0.0}))
+        share_lengths(model, tok, scales)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(10):
+            loss = loss_fn(model, toks, bins, tok)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            logits = model(toks[:, :-1], bins[:, :-1])[0][y == common]  # where the next packet is the common length
+            gaps[scales] = (logits[:, near] - logits[:, far]).mean().item()
+            plain = Transformer(model.cfg).eval()
+            plain.load_state_dict(plain_state(model))
+            assert torch.allclose(plain(toks, bins)[0], model(toks, bins)[0], atol=1e-5)
+    assert gaps[2] > gaps[0] + 2.0, gaps

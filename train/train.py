@@ -34,6 +34,7 @@ from .checkpoint import Model, build_model, check_out, save_run
 from ..runtime.settings import TrainConfig
 from .data import IGNORE, batches, encode_all, targets
 from .engine import TorchEngine
+from .lengths import share_lengths
 
 
 def ema_update(decay: float):
@@ -140,8 +141,11 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
     train_flows, val_flows = split_validation(flows, c)
     train_seqs, val_seqs = encode_all(train_flows, tok), encode_all(val_flows, tok)
     natural = metrics.copy_rate(train_flows, val_flows)
-    model = build_model(model_type, tok, mc).to(device)
-    log(f"model: {model_type}, {model.n_params() / 1e6:.2f} M parameters; {len(tok.classes)} classes; "
+    model = build_model(model_type, tok, mc)
+    n_params = model.n_params()  # the model a run holds; shared-length rows are folded into it when saved
+    share_lengths(model, tok, c.length_scales)
+    model = model.to(device)
+    log(f"model: {model_type}, {n_params / 1e6:.2f} M parameters; {len(tok.classes)} classes; "
         f"{len(train_flows)} train / {len(val_flows)} validation flows; natural copy rate {natural:.2f}; {device}")
 
     # matrices decay, except those a model marks (Mamba's A_log: decay would pull every A towards -1)
@@ -198,4 +202,4 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
         save_run(out, kept, tok, {"train": asdict(c), "selected": best, "natural_copy_rate": natural})
         log("warning: no epoch kept the copy rate at or below the natural rate; kept the last epoch")
     write_atomic(Path(out, "history.yaml"), lambda tmp: Path(tmp).write_text(yaml.safe_dump(history, sort_keys=False)))
-    return {"selected": best, "history": history, "natural_copy_rate": natural, "params": model.n_params()}
+    return {"selected": best, "history": history, "natural_copy_rate": natural, "params": n_params}
