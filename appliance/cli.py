@@ -492,7 +492,7 @@ def bench_speed(path, batch_sizes, flows_b1, n_batches, length, no_peer, json_ou
 @click.option("--real-train", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--real-test", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--n-per-class", default=100, show_default=True, type=click.IntRange(min=1))
-@click.option("--draws", default=5, show_default=True, type=click.IntRange(min=2),
+@click.option("--draws", default=8, show_default=True, type=click.IntRange(min=2),
               help="fp32 generations that set its sampling interval.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, SEED_MAX))
 @click.option("--json", "json_out", type=OutPath(dir_okay=False), help="Also write the report as JSON.")

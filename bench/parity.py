@@ -5,10 +5,12 @@ of runtime.metrics.fidelity (against the real test flows; leakage and copy rate 
 TSTR macro-F1.
 
 fp32's sampling interval comes from fp32 itself: it generates `draws` times with seeds seed, seed+1, ...; for each
-metric the interval is mean +- Z * sd * sqrt(1 + 1/draws), the spread of one new draw around that mean (Z = 3 keeps
-the family of 8 metrics x 5 variants from failing by chance). A variant passes a metric when its value equals fp32's
-mean to two significant figures or lies inside that interval, and passes when it passes every metric. A control row,
-fp32 with a seed none of its draws used, shows the rule's calibration on every run.
+metric the interval is mean +- q * sd * sqrt(1 + 1/draws), the prediction interval of one new draw around that mean.
+q is Student's t quantile with draws - 1 degrees of freedom (sd is estimated from those few draws) at the coverage
+of Z = 3 normal sd, 99.73%, which keeps the family of 8 metrics x 5 variants from failing by chance. A variant passes
+a metric when its value equals fp32's mean to two significant figures or lies inside that interval, and passes when
+it passes every metric. A control row, fp32 with a seed none of its draws used, shows the rule's calibration on
+every run.
 
 Every variant draws with fp32's first seed, and the sampler hands every engine the same uniforms for the same seed
 (runtime/sampler.py), so the variants are paired with that fp32 draw: `same_flows` is the share of flows a variant
@@ -24,6 +26,7 @@ benchmark run a bootstrap interval (also a two-sample one) failed fp32 against i
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import norm, t
 
 from ..runtime import metrics
 from ..runtime.flows import Flow
@@ -50,7 +53,7 @@ def interval(draws: list[dict[str, float]]) -> dict[str, dict]:
     out = {}
     for k in METRICS:
         x = np.array([d[k] for d in draws])
-        half = Z * x.std(ddof=1) * np.sqrt(1 + 1 / n) if n > 1 else 0.0
+        half = t.ppf(norm.cdf(Z), n - 1) * x.std(ddof=1) * np.sqrt(1 + 1 / n) if n > 1 else 0.0
         out[k] = {"value": float(x.mean()), "lo": float(x.mean() - half), "hi": float(x.mean() + half)}
     return out
 
@@ -59,7 +62,7 @@ def agrees(value: float, ref: dict) -> bool:
     return sig2(value) == sig2(ref["value"]) or ref["lo"] <= value <= ref["hi"]
 
 
-def run_parity(path, workdir, train: list[Flow], test: list[Flow], n_per_class: int = 100, draws: int = 5,
+def run_parity(path, workdir, train: list[Flow], test: list[Flow], n_per_class: int = 100, draws: int = 8,
                seed: int = 0, wanted: tuple[str, ...] = ALL, log=print) -> dict:
     from tqdm import tqdm
 
@@ -105,8 +108,8 @@ def same_flows(a: list[Flow], b: list[Flow]) -> float:
 def format_parity(rep: dict) -> str:
     names = list(rep["variants"])
     w = max(16, *(len(n) + 2 for n in names))
-    lines = [f"{rep['n_per_class']} flows per class; fp32 = mean [interval] of {rep['draws']} draws (mean +- {Z:g} sd "
-             f"of one new draw); a variant passes a metric inside it or equal to 2 significant figures; * = fails"]
+    lines = [f"{rep['n_per_class']} flows per class; fp32 = mean [interval] of {rep['draws']} draws (where one new "
+             f"draw falls with {norm.cdf(Z) * 2 - 1:.2%}); a variant passes a metric inside it or equal to 2 significant figures; * = fails"]
     lines.append(f"{'metric':<14}{FP32:>24}" + "".join(f"{n:>{w}}" for n in names))
     for k in METRICS:
         r = rep["reference"][k]

@@ -8,11 +8,12 @@ import json
 from click.testing import CliRunner
 
 from ntg_edge.appliance.cli import main
-from ntg_edge.bench.parity import METRICS, agrees, run_parity
+import numpy as np
+
+from ntg_edge.bench.parity import METRICS, agrees, interval, run_parity
 from ntg_edge.train.checkpoint import load_run
 
 from conftest import ROOT
-
 
 
 def test_bench_speed_table(tiny_run, tmp_path):
@@ -71,3 +72,15 @@ def test_bench_ingest_counts_the_shipped_captures(demo_flows, tmp_path):
     flows, report = ingest_paths([ROOT / "data" / "captures"], progress=False)
     assert (rep["files"], rep["packets"], rep["flows"]) == (5, report.packets, len(flows))
     assert rep["packets_s"] > 0 and "packets/s" in res.output
+
+
+def test_parity_interval_holds_a_new_draw_at_its_coverage():
+    """The interval is built from 5 draws and must hold a sixth from the same distribution 99.73% of the time; the
+    normal 3 sd would hold it only about 96% of the time, since its sd comes from those 5 draws."""
+    rng = np.random.default_rng(0)
+    hits = []
+    for _ in range(4000):
+        x = rng.normal(0.5, 0.01, 6)
+        ref = interval([dict.fromkeys(METRICS, v) for v in x[:5]])["markov_jsd"]
+        hits.append(ref["lo"] <= x[5] <= ref["hi"])
+    assert 0.99 < np.mean(hits)
