@@ -210,7 +210,8 @@ def train(ctx, flows, model_type, out, **kw) -> None:
         raise click.ClickException(f"{flows}: {e}") from None
     sel = summary["selected"]
     click.echo(f"kept epoch {sel['epoch']} (val TSTR {sel['val_tstr']:.3f}, copy rate {sel['val_copy_rate']:.2f} "
-               f"<= natural {summary['natural_copy_rate']:.2f}) -> {out}")
+               f"<= natural {summary['natural_copy_rate']:.2f}){', refit on every flow' if kw.get('refit') else ''}"
+               f" -> {out}")
 
 
 def _fit_baseline(ctx: click.Context, flows: str, name: str, out: str, settings: dict, loop: dict) -> None:

@@ -57,7 +57,8 @@ def export_bundle(run: str | Path, out: str | Path, int8: bool = False, tensorrt
             "model_type": run_cfg.get("model_type", "llama"),
             "parameters": model.n_params(),
             "model": model.cfg.to_dict(),
-            "source": {"run": str(run.resolve()), "selected": run_cfg.get("selected")},
+            "source": {"run": str(run.resolve()), "selected": run_cfg.get("selected"),
+                       "refit": run_cfg.get("refit")},
             "precision": "int8" if int8 else "fp32",
             "onnx": {"file": MODEL, "opset": OPSET, "outputs": "last position only"},
         }

@@ -49,6 +49,10 @@ def _config_lines(kind: str, cfg: dict) -> list[str]:
     if sel:
         lines.append(f"chosen      epoch {sel['epoch']}: val TSTR {sel['val_tstr']:.3f}, copy rate "
                      f"{sel['val_copy_rate']:.2f}, val loss {sel['val_loss']:.3f}")
+    refit = cfg.get("refit") or (cfg.get("source") or {}).get("refit")
+    if refit:
+        lines.append(f"refit       on all {refit['flows']} flows for {refit['epochs']} epochs: copy rate "
+                     f"{refit['copy_rate']:.2f} against them")
     return lines
 
 

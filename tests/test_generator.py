@@ -290,3 +290,24 @@ def test_shared_lengths_lift_unseen_neighbours_and_save_a_plain_model(demo_split
             plain.load_state_dict(plain_state(model))
             assert torch.allclose(plain(toks, bins)[0], model(toks, bins)[0], atol=1e-5)
     assert gaps[2] > gaps[0] + 2.0, gaps
+
+
+def test_refit_trains_on_every_flow_for_the_chosen_epochs(demo_split, tmp_path):
+    """--refit keeps the checkpoint rule's epoch count but a model trained on the validation slice too: the run says
+    so, and its weights are not the held-out model's."""
+    from ntg_edge.runtime.manifest import read_yaml
+    from ntg_edge.runtime.settings import TrainConfig
+    from ntg_edge.train.train import train
+
+    flows = demo_split[0]
+    runs = {}
+    for refit in (False, True):
+        runs[refit] = tmp_path / f"refit-{refit}"
+        summary = train(flows, runs[refit], TINY, TrainConfig(epochs=4, val_flows_per_class=10, max_packets=16,
+                                                              refit=refit), log=lambda *_: None)
+    cfg = read_yaml(runs[True] / "config.yaml")
+    assert cfg["refit"]["flows"] == len([f for f in flows if f.pl])
+    assert cfg["refit"]["epochs"] == cfg["selected"]["epoch"] == summary["selected"]["epoch"]
+    assert 0 <= cfg["refit"]["copy_rate"] <= 1
+    held_out, refitted = (load_run(runs[r])[0].tok_emb.weight for r in (False, True))
+    assert held_out.shape == refitted.shape and not torch.equal(held_out, refitted)

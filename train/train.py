@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from .checkpoint import Model, build_model, check_out, save_run
 from ..runtime.settings import TrainConfig
 from .data import IGNORE, batches, encode_all, targets
 from .engine import TorchEngine
-from .lengths import share_lengths
+from .lengths import plain_state, share_lengths
 
 
 def ema_update(decay: float):
@@ -120,6 +121,66 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def new_model(model_type: str, tok: Tokenizer, mc: dict | None, c: TrainConfig, device: str) -> Model:
+    model = build_model(model_type, tok, mc)
+    share_lengths(model, tok, c.length_scales)
+    return model.to(device)
+
+
+def fit(model: Model, flows: list[Flow], seqs, tok: Tokenizer, c: TrainConfig, device: str,
+        rng: np.random.Generator) -> Iterator[tuple[int, Model, float]]:
+    """Train `model` on `flows` (encoded as `seqs`) for up to c.epochs; after each epoch yields (epoch, the weights to
+    evaluate and keep: the weight average, or the model itself without one, seconds the epoch took)."""
+    # matrices decay, except those a model marks (Mamba's A_log: decay would pull every A towards -1)
+    decay = [p for p in model.parameters() if p.dim() >= 2 and not getattr(p, "_no_weight_decay", False)]
+    other = [p for p in model.parameters() if p.dim() < 2 or getattr(p, "_no_weight_decay", False)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay}, {"params": other, "weight_decay": 0}],
+                            lr=c.lr, betas=(0.9, 0.95), fused=device == "cuda")
+    steps_per_epoch = math.ceil(len(seqs) / c.batch_size)
+    total = c.epochs * steps_per_epoch
+    ema_decay = 1 - 1 / max(1.0, c.ema_horizon * total)
+    ema = AveragedModel(model, avg_fn=ema_update(ema_decay)) if c.ema_horizon else None
+    n_class = Counter(f.label for f in flows)
+    weights = np.array([n_class[f.label] ** -c.balance for f in flows])
+    step = 0
+    for epoch in range(1, c.epochs + 1):
+        model.train()
+        t0, n_tok = time.perf_counter(), 0
+        bar = tqdm(batches(seqs, c.batch_size, rng, weights), total=steps_per_epoch, desc=f"epoch {epoch}",
+                   leave=False, disable=None)  # a bar on a terminal only; the epoch line is logged anyway
+        for toks, bins in bar:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total, c)
+            loss = loss_fn(model, toks.to(device), bins.to(device), tok, c)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if ema:
+                ema.update_parameters(model)
+            step += 1
+            n_tok += int((toks != 0).sum())
+            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{n_tok / (time.perf_counter() - t0):,.0f}")
+        yield epoch, (ema.module if ema else model), time.perf_counter() - t0
+
+
+def refit(flows: list[Flow], out: str | Path, model_type: str, mc: dict | None, tok: Tokenizer, c: TrainConfig,
+          device: str, best: dict, meta: dict, per_class: dict[str, int], log) -> None:
+    """Train a fresh model on every flow, validation slice included, for the epochs the checkpoint rule chose, and
+    write it over the chosen checkpoint. A small class then keeps every flow it has; the copy rate can no longer be
+    held against a natural rate, so it is measured against all flows and logged."""
+    torch.manual_seed(c.seed)
+    model = new_model(model_type, tok, mc, c, device)
+    for epoch, kept, _ in fit(model, flows, encode_all(flows, tok), tok, c, device, np.random.default_rng(c.seed)):
+        if epoch == best["epoch"]:
+            break
+    syn = [f for b in generate(TorchEngine(kept), tok, per_class, seed=c.seed) for f in b]
+    copy = metrics.copy_rate(flows, syn)
+    save_run(out, kept, tok, {**meta, "selected": best, "refit": {"flows": len(flows), "epochs": epoch,
+                                                                   "copy_rate": copy}})
+    log(f"refit on all {len(flows)} flows for {epoch} epochs: copy rate {copy:.2f} against them")
+
+
 def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainConfig = TrainConfig(),
           log=print, model_type: str = "llama") -> dict:
     """Train a generator on labelled flows and write the chosen checkpoint to `out`; returns the summary.
@@ -141,48 +202,17 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
     train_flows, val_flows = split_validation(flows, c)
     train_seqs, val_seqs = encode_all(train_flows, tok), encode_all(val_flows, tok)
     natural = metrics.copy_rate(train_flows, val_flows)
-    model = build_model(model_type, tok, mc)
-    n_params = model.n_params()  # the model a run holds; shared-length rows are folded into it when saved
-    share_lengths(model, tok, c.length_scales)
-    model = model.to(device)
+    model = new_model(model_type, tok, mc, c, device)
+    n_params = sum(v.numel() for v in plain_state(model).values())  # what the run holds (shared rows folded in)
     log(f"model: {model_type}, {n_params / 1e6:.2f} M parameters; {len(tok.classes)} classes; "
         f"{len(train_flows)} train / {len(val_flows)} validation flows; natural copy rate {natural:.2f}; {device}")
 
-    # matrices decay, except those a model marks (Mamba's A_log: decay would pull every A towards -1)
-    decay = [p for p in model.parameters() if p.dim() >= 2 and not getattr(p, "_no_weight_decay", False)]
-    other = [p for p in model.parameters() if p.dim() < 2 or getattr(p, "_no_weight_decay", False)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay}, {"params": other, "weight_decay": 0}],
-                            lr=c.lr, betas=(0.9, 0.95), fused=device == "cuda")
-    steps_per_epoch = math.ceil(len(train_seqs) / c.batch_size)
-    total = c.epochs * steps_per_epoch
-    ema_decay = 1 - 1 / max(1.0, c.ema_horizon * total)
-    ema = AveragedModel(model, avg_fn=ema_update(ema_decay)) if c.ema_horizon else None
     n_class = Counter(f.label for f in train_flows)
     per_class = {k: min(c.val_flows_per_class, max(v, 10)) for k, v in n_class.items()}
-    weights = np.array([n_class[f.label] ** -c.balance for f in train_flows])
+    meta = {"train": asdict(c), "natural_copy_rate": natural}
 
-    history, step, rule = [], 0, CheckpointRule(natural, c.patience)
-    for epoch in range(1, c.epochs + 1):
-        model.train()
-        t0, n_tok = time.perf_counter(), 0
-        bar = tqdm(batches(train_seqs, c.batch_size, rng, weights), total=steps_per_epoch, desc=f"epoch {epoch}",
-                   leave=False, disable=None)  # a bar on a terminal only; the epoch line is logged anyway
-        for toks, bins in bar:
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, c)
-            loss = loss_fn(model, toks.to(device), bins.to(device), tok, c)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            if ema:
-                ema.update_parameters(model)
-            step += 1
-            n_tok += int((toks != 0).sum())
-            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{n_tok / (time.perf_counter() - t0):,.0f}")
-        epoch_s = time.perf_counter() - t0
-
-        kept = ema.module if ema else model
+    history, rule = [], CheckpointRule(natural, c.patience)
+    for epoch, kept, epoch_s in fit(model, train_flows, train_seqs, tok, c, device, rng):
         vl = val_loss(kept, val_seqs, tok, device)
         syn = [f for b in generate(TorchEngine(kept), tok, per_class, seed=c.seed) for f in b]
         vscore = metrics.train_test_f1(syn, val_flows, seed=c.seed)
@@ -191,7 +221,7 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
         history.append(row)
         improved, stop = rule.update(row)
         if improved:
-            save_run(out, kept, tok, {"train": asdict(c), "selected": row, "natural_copy_rate": natural})
+            save_run(out, kept, tok, {**meta, "selected": row})
         log(f"epoch {epoch:3d}  val loss {vl:.3f}  val TSTR {vscore:.3f}  copy {vcopy:.2f}"
             f"{'' if vcopy <= natural else ' (> natural)'}  {epoch_s:.1f} s{'  *' if improved else ''}")
         if stop:
@@ -199,7 +229,9 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
     best = rule.best
     if best is None:  # every epoch copied more than the natural rate: keep the last one, and say so
         best = history[-1]
-        save_run(out, kept, tok, {"train": asdict(c), "selected": best, "natural_copy_rate": natural})
+        save_run(out, kept, tok, {**meta, "selected": best})
         log("warning: no epoch kept the copy rate at or below the natural rate; kept the last epoch")
+    if c.refit:
+        refit(flows, out, model_type, mc, tok, c, device, best, meta, per_class, log)
     write_atomic(Path(out, "history.yaml"), lambda tmp: Path(tmp).write_text(yaml.safe_dump(history, sort_keys=False)))
     return {"selected": best, "history": history, "natural_copy_rate": natural, "params": n_params}
