@@ -93,6 +93,19 @@ def copy_rate(train: Iterable[Flow], flows: list[Flow], prefix: int = PREFIX) ->
     return float(np.mean([seq(f, prefix) in seen for f in flows])) if flows else 0.0
 
 
+def copy_rate_as(train: Iterable[Flow], flows: list[Flow], like: list[Flow], prefix: int = PREFIX) -> float:
+    """copy_rate of `flows` with each class weighted by its share of `like`: a synthetic set drawn in any class mix
+    (e.g. the same count for every class) compared with the natural rate of the real flows `like`, whose classes copy
+    at different rates (a small class of near-identical flows copies at 1.0, a large mixed one far less)."""
+    groups, shares = by_class(flows), Counter(f.label for f in like)
+    seen = {seq(f, prefix) for f in train}
+    total = sum(n for c, n in shares.items() if c in groups)
+    if not total:
+        return 0.0
+    return sum(n * float(np.mean([seq(f, prefix) in seen for f in groups[c]])) for c, n in shares.items()
+               if c in groups) / total
+
+
 def class_fidelity(real: list[Flow], syn: list[Flow]) -> dict[str, float]:
     return {
         "pkt_count_jsd": jsd(Counter(len(f.pl) for f in real), Counter(len(f.pl) for f in syn)),

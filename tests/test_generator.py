@@ -7,6 +7,7 @@ import json
 from collections import Counter
 
 import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -115,6 +116,19 @@ def test_metrics_floor_and_ceiling(demo_split):
     for k in ("1gram_jsd", "2gram_jsd", "markov_jsd"):
         assert bad[k] > floor[k]
     assert metrics.train_test_f1(wrong, test_flows) < metrics.train_test_f1(train_flows, test_flows)
+
+
+def test_copy_rate_as_ignores_the_class_mix_of_the_synthetic_set(demo_split):
+    """The checkpoint rule's copy rate must not move when one class is drawn more often than in the real flows it is
+    compared with: the plain rate does, towards that class's own rate."""
+    train_flows, test_flows = demo_split
+    groups = metrics.by_class(test_flows)
+    rates = {c: metrics.copy_rate(train_flows, fs) for c, fs in groups.items()}
+    odd = max(rates, key=lambda c: abs(rates[c] - metrics.copy_rate(train_flows, test_flows)))
+    skewed = test_flows + groups[odd] * 5
+    natural = metrics.copy_rate(train_flows, test_flows)
+    assert metrics.copy_rate_as(train_flows, skewed, test_flows) == pytest.approx(natural)
+    assert abs(metrics.copy_rate(train_flows, skewed) - natural) > 0.02
 
 
 def test_training_writes_a_pickle_free_run(tiny_run):

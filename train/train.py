@@ -5,7 +5,8 @@ a prototype) while training long enough to lift TSTR starts copying training flo
 is held out; after every epoch the model generates flows for each class, a forest trained on them is scored on the
 held-out slice (validation TSTR), and the copy rate of those flows is measured against the training flows. The kept
 checkpoint is the best validation TSTR among epochs whose copy rate stays at or below the natural rate (the share of
-held-out real flows that equal a training flow). Training stops when neither validation loss nor that score has
+held-out real flows that equal a training flow; the synthetic rate weighs each class by its share of those flows, as
+the natural rate does, though validation draws classes more evenly). Training stops when neither validation loss nor that score has
 improved for `patience` epochs. Everything after the optimizer step (validation, generation, the saved checkpoint)
 uses an exponential moving average of the weights, not the raw iterate (see TrainConfig.ema_horizon).
 """
@@ -175,7 +176,7 @@ def refit(flows: list[Flow], out: str | Path, model_type: str, mc: dict | None, 
         if epoch == best["epoch"]:
             break
     syn = [f for b in generate(TorchEngine(kept), tok, per_class, seed=c.seed) for f in b]
-    copy = metrics.copy_rate(flows, syn)
+    copy = metrics.copy_rate_as(flows, syn, flows)
     save_run(out, kept, tok, {**meta, "selected": best, "refit": {"flows": len(flows), "epochs": epoch,
                                                                    "copy_rate": copy}})
     log(f"refit on all {len(flows)} flows for {epoch} epochs: copy rate {copy:.2f} against them")
@@ -216,7 +217,7 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
         vl = val_loss(kept, val_seqs, tok, device)
         syn = [f for b in generate(TorchEngine(kept), tok, per_class, seed=c.seed) for f in b]
         vscore = metrics.train_test_f1(syn, val_flows, seed=c.seed)
-        vcopy = metrics.copy_rate(train_flows, syn)
+        vcopy = metrics.copy_rate_as(train_flows, syn, val_flows)  # like for like with the natural rate
         row = {"epoch": epoch, "val_loss": vl, "val_tstr": vscore, "val_copy_rate": vcopy, "epoch_s": epoch_s}
         history.append(row)
         improved, stop = rule.update(row)
