@@ -6,9 +6,10 @@ is held out; after every epoch the model generates flows for each class, a fores
 held-out slice (validation TSTR), and the copy rate of those flows is measured against the training flows. The kept
 checkpoint is the best validation TSTR among epochs whose copy rate stays at or below the natural rate (the share of
 held-out real flows that equal a training flow; the synthetic rate weighs each class by its share of those flows, as
-the natural rate does, though validation draws classes more evenly). Training stops when neither validation loss nor that score has
-improved for `patience` epochs. Everything after the optimizer step (validation, generation, the saved checkpoint)
-uses an exponential moving average of the weights, not the raw iterate (see TrainConfig.ema_horizon).
+the natural rate does, though validation draws classes more evenly). Training stops when neither validation loss nor
+that score has improved for `patience` epochs. Everything after the optimizer step (validation, generation, the saved
+checkpoint) uses an exponential moving average of the weights, not the raw iterate (see TrainConfig.ema_horizon).
+With `refit`, a second model is then trained on every flow for the kept epoch's count and saved instead.
 """
 
 from __future__ import annotations
