@@ -66,7 +66,7 @@ def run_steps(paths: list[str | Path], workdir: str | Path, batches=BATCHES, pos
         live = []
         for label, engine, tok in models:
             ban = np.zeros(tok.vocab_size, np.float32)
-            ban[: tok.packet_base] = -np.inf  # packets only: every row runs to the last position
+            ban[: tok.packet_base] = ban[tok.packet_end :] = -np.inf  # packets only: every row runs to the end
             tokens = np.array([[tok.class_token(tok.classes[r % tok.n_classes])] for r in range(b)], np.int64)
             live.append([label, engine, ban, tokens, np.zeros((b, 1), np.int64), None])
         u = np.random.default_rng(0).random((b, 2), dtype=np.float32)

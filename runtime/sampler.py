@@ -82,16 +82,21 @@ def generate_batch(
     engine: Engine, tok: Tokenizer, labels: list[str], s: Sampling, rng: np.random.Generator, length: int | None = None
 ) -> list[Flow]:
     """Sample one flow per entry of `labels` in a single batch; `length` forces exactly that many packets."""
-    b, n = len(labels), min(length or tok.max_packets, tok.max_packets)
+    b = len(labels)
+    n = min(length or tok.max_packets, tok.max_packets) + tok.length_token  # steps
     tokens = np.array([[tok.class_token(c)] for c in labels], dtype=np.int64)
     iats = np.zeros((b, 1), dtype=np.int64)
-    # A flow may end (<EOS>) or continue with a packet; <PAD> and class tokens are never generated.
+    # A flow may end (<EOS>) or continue with a packet; <PAD>, class and length tokens are never generated there.
     allowed = np.zeros(tok.vocab_size, dtype=bool)
     allowed[EOS] = True
-    allowed[tok.packet_base :] = True
+    allowed[tok.packet_base : tok.packet_end] = True
     ban = np.where(allowed, 0.0, -np.inf).astype(np.float32)
     if length:
         ban[EOS] = -np.inf
+    # With a length token, the first step draws the flow's length bucket (the one holding `length`, if forced).
+    first = np.full(tok.vocab_size, -np.inf, dtype=np.float32)
+    if tok.length_token:
+        first[[tok.length_id(length)] if length else tok.length_ids()] = 0.0
     out_t = np.full((b, n), EOS, dtype=np.int64)
     out_i = np.zeros((b, n), dtype=np.int64)
     live = np.arange(b)  # output rows still generating, in batch order
@@ -103,11 +108,14 @@ def generate_batch(
     uniforms = rng.random((n, b, 2), dtype=np.float32)
     for pos in range(n):
         u = uniforms[pos, live]
+        bias = first if tok.length_token and pos == 0 else ban
         if in_graph:
-            nxt, nbin, state = engine.sample_step(tokens, iats, state, u, s.temperature, ban)
+            nxt, nbin, state = engine.sample_step(tokens, iats, state, u, s.temperature, bias)
         else:
             logits, iat_logits, state = engine.step(tokens, iats, state)
-            nxt, nbin = sample(logits, s, u[:, 0], ban), sample(iat_logits, s, u[:, 1])
+            nxt, nbin = sample(logits, s, u[:, 0], bias), sample(iat_logits, s, u[:, 1])
+        if tok.length_token and pos == 0:
+            nbin = np.zeros_like(nbin)  # a length token carries no gap, as in training
         nxt[done] = EOS
         out_t[live, pos], out_i[live, pos] = nxt, nbin
         done |= nxt == EOS

@@ -4,7 +4,9 @@ A packet token is (direction, payload length): 2 x (max_len + 1) ids, as in the 
 carries an inter-arrival bin on a second, aligned stream (log-spaced bins), which lifts the study's no-timing limit
 without growing the packet vocabulary.
 
-Ids: 0 <PAD>, 1 <EOS>, 2 .. 2+C-1 class tokens, then packet tokens: upstream lengths 0..max_len, downstream 0..max_len.
+Ids: 0 <PAD>, 1 <EOS>, 2 .. 2+C-1 class tokens, then packet tokens: upstream lengths 0..max_len, downstream 0..max_len,
+then (with `length_token`) one id per flow-length bucket. With it a flow is: class, its length bucket, packets, <EOS>:
+the model draws how long the flow will be before its first packet, so the early packets know whether it is long.
 A payload longer than max_len (a jumbo frame, or a segmentation-offload super-packet in a capture taken on the
 sending host) is clipped to max_len: the tokenizer is exact for in-range flows and saturates above. What has no token
 is refused with a ValueError instead of becoming another token: a negative payload length (it would become another
@@ -32,7 +34,9 @@ class Tokenizer:
     iat_bins: int = 32  # bin 0 = "no gap" (first packet, < iat_min); bins 1.. log-spaced up to iat_max
     iat_min: float = 1e-6
     iat_max: float = 1800.0
+    length_token: bool = False
     _edges: np.ndarray = field(init=False, repr=False, compare=False)
+    _length_lows: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
@@ -47,8 +51,14 @@ class Tokenizer:
         if not (isinstance(self.iat_min, (int, float)) and isinstance(self.iat_max, (int, float))
                 and 0 < self.iat_min < self.iat_max < float("inf")):
             raise ValueError(f"iat_min, iat_max: expected 0 < iat_min < iat_max, got {self.iat_min!r}, {self.iat_max!r}")
+        if not isinstance(self.length_token, bool):
+            raise ValueError(f"length_token: expected true or false, got {self.length_token!r}")
         edges = np.geomspace(self.iat_min, self.iat_max, self.iat_bins)  # edges[0] = iat_min
         object.__setattr__(self, "_edges", edges)
+        # length buckets: lowest packet count of each, about sqrt(2) apart (1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45), and
+        # flows cut at the horizon (max_packets) alone: "longer than the model sees" is its own answer
+        lows = np.unique(np.round(np.sqrt(2.0) ** np.arange(2 * np.log2(self.max_packets) + 1)).astype(np.int64))
+        object.__setattr__(self, "_length_lows", np.append(lows[lows < self.max_packets], self.max_packets))
 
     # -- sizes -------------------------------------------------------------------------------------------------------
     @property
@@ -60,13 +70,23 @@ class Tokenizer:
         return N_SPECIAL + self.n_classes
 
     @property
-    def vocab_size(self) -> int:
+    def packet_end(self) -> int:
+        """One past the last packet id: the first length id."""
         return self.packet_base + 2 * (self.max_len + 1)
 
     @property
+    def n_lengths(self) -> int:
+        """Length ids in the vocabulary (0 without `length_token`)."""
+        return len(self._length_lows) if self.length_token else 0
+
+    @property
+    def vocab_size(self) -> int:
+        return self.packet_end + self.n_lengths
+
+    @property
     def block_size(self) -> int:
-        """Longest token sequence: class token, max_packets packets, <EOS>."""
-        return self.max_packets + 2
+        """Longest token sequence: class token, [length bucket,] max_packets packets, <EOS>."""
+        return self.max_packets + 2 + self.length_token
 
     # -- ids -----------------------------------------------------------------------------------------------------------
     def class_token(self, label: str) -> int:
@@ -92,8 +112,16 @@ class Tokenizer:
         down = (dirs == DOWN).astype(np.int64)
         return self.packet_base + down * (self.max_len + 1) + np.minimum(pl, self.max_len)
 
-    def is_packet(self, ids: np.ndarray) -> np.ndarray:
-        return ids >= self.packet_base
+    def is_packet(self, ids):
+        """Which ids are packets (numpy or torch, any shape)."""
+        return (ids >= self.packet_base) & (ids < self.packet_end)
+
+    def length_id(self, n_packets: int) -> int:
+        """The length id of a flow of n_packets kept packets (needs `length_token`)."""
+        return self.packet_end + max(int(np.searchsorted(self._length_lows, n_packets, side="right")) - 1, 0)
+
+    def length_ids(self) -> range:
+        return range(self.packet_end, self.vocab_size)
 
     def unpack(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Packet token ids -> (dir, pl)."""
@@ -120,25 +148,31 @@ class Tokenizer:
             raise ValueError(f"flow of class {flow.label!r}: {len(flow.pl)} payload lengths, {len(flow.dir)} "
                              f"directions, {len(flow.iat)} inter-arrivals (expected one of each per packet)")
         n = min(len(flow.pl), self.max_packets)
-        toks = np.empty(n + 2, dtype=np.int64)
-        bins = np.zeros(n + 2, dtype=np.int64)
+        first = 1 + self.length_token  # index of the first packet
+        toks = np.empty(n + first + 1, dtype=np.int64)
+        bins = np.zeros(n + first + 1, dtype=np.int64)
         toks[0] = self.class_token(flow.label)
+        if self.length_token:
+            toks[1] = self.length_id(n)
         try:
-            toks[1 : n + 1] = self.packet_tokens(flow.dir[:n], flow.pl[:n])
+            toks[first : first + n] = self.packet_tokens(flow.dir[:n], flow.pl[:n])
         except ValueError as e:
             raise ValueError(f"flow of class {flow.label!r}: {e}") from None
-        toks[n + 1] = EOS
+        toks[first + n] = EOS
         if n:
             iat = np.asarray(flow.iat[:n], dtype=np.float64)
             if not (np.isfinite(iat) & (iat >= 0)).all():
                 raise ValueError(f"flow of class {flow.label!r}: an inter-arrival time is negative or not finite")
-            bins[1 : n + 1] = self.iat_to_bin(iat)
-            bins[1] = 0  # the first packet has no predecessor
+            bins[first : first + n] = self.iat_to_bin(iat)
+            bins[first] = 0  # the first packet has no predecessor
         return toks, bins
 
     def decode(self, toks: np.ndarray, bins: np.ndarray, label: str) -> Flow:
-        """Generated ids (without the class token) -> Flow; stops at the first non-packet token."""
-        toks = np.asarray(toks)
+        """Generated ids (without the class token; a leading length id is skipped) -> Flow; stops at the first
+        non-packet token."""
+        toks, bins = np.asarray(toks), np.asarray(bins)
+        if len(toks) and toks[0] >= self.packet_end:
+            toks, bins = toks[1:], bins[1:]
         stop = np.flatnonzero(~self.is_packet(toks))
         n = int(stop[0]) if stop.size else len(toks)
         dirs, pls = self.unpack(toks[:n])
@@ -151,6 +185,7 @@ class Tokenizer:
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("_edges")
+        d.pop("_length_lows")
         d["classes"] = list(self.classes)
         return d
 

@@ -57,4 +57,4 @@ def batches(
 def targets(toks: torch.Tensor, bins: torch.Tensor, tok: Tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     """Next-token targets (PAD ignored) and next-iat targets (only where the next token is a packet)."""
     nxt, nbin = toks[:, 1:], bins[:, 1:]
-    return nxt.masked_fill(nxt == PAD, IGNORE), nbin.masked_fill(nxt < tok.packet_base, IGNORE)
+    return nxt.masked_fill(nxt == PAD, IGNORE), nbin.masked_fill(~tok.is_packet(nxt), IGNORE)

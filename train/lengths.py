@@ -24,14 +24,16 @@ SCALE_BASE = 4  # bucket widths 4, 16, 64, ... bytes
 
 
 def bucket_ids(tok: Tokenizer, scale: int) -> torch.Tensor:
-    """(vocab,) each id's row in the coarse table of width SCALE_BASE**scale; non-packet ids get a row each."""
+    """(vocab,) each id's row in the coarse table of width SCALE_BASE**scale; other ids (special, class, length) get
+    a row each: before the packets' rows, or after them."""
     ids = torch.arange(tok.vocab_size)
     off = ids - tok.packet_base
     down = off > tok.max_len
     length = torch.where(down, off - tok.max_len - 1, off)
     per_dir = tok.max_len // SCALE_BASE**scale + 1
     packet_row = tok.packet_base + down.long() * per_dir + length // SCALE_BASE**scale
-    return torch.where(off >= 0, packet_row, ids)
+    after = tok.packet_base + 2 * per_dir + ids - tok.packet_end
+    return torch.where(ids < tok.packet_base, ids, torch.where(tok.is_packet(ids), packet_row, after))
 
 
 class SharedLengths(nn.Module):

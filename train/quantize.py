@@ -131,7 +131,7 @@ def logits_error(ref: nn.Module, q: nn.Module, tok: Tokenizer, n: int = 64, seed
     """Max |logit difference| and top-1 agreement of `q` vs `ref` on random class-prefixed packet sequences."""
     g = torch.Generator().manual_seed(seed)
     t = min(tok.block_size - 1, 12)
-    toks = torch.randint(tok.packet_base, tok.vocab_size, (n, t), generator=g)
+    toks = torch.randint(tok.packet_base, tok.packet_end, (n, t), generator=g)
     toks[:, 0] = torch.randint(tok.packet_base - tok.n_classes, tok.packet_base, (n,), generator=g)
     bins = torch.randint(0, tok.iat_bins, (n, t), generator=g)
     a, ai, _ = ref.cpu().eval()(toks, bins)

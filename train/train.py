@@ -67,7 +67,8 @@ def loss_fn(model: Model, toks: torch.Tensor, bins: torch.Tensor, tok: Tokenizer
         return F.cross_entropy(logits.flatten(0, 1), y.flatten()) + F.cross_entropy(
             iat_logits.flatten(0, 1), ybin.flatten())
     # target t is packet t (0-based) or the <EOS> after packet t-1: the early ones are what a classifier sees first
-    w = torch.where(torch.arange(y.shape[1], device=y.device) < c.head_packets, 1.0, c.tail_weight)  # (T,)
+    head = c.head_packets + tok.length_token  # a length token is target 0, before the first packet
+    w = torch.where(torch.arange(y.shape[1], device=y.device) < head, 1.0, c.tail_weight)  # (T,)
 
     def weighted(lg: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         ce = F.cross_entropy(lg.transpose(1, 2), target, reduction="none")  # (B, T), 0 where ignored
@@ -199,7 +200,7 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
     torch.manual_seed(c.seed)
     rng = np.random.default_rng(c.seed)
     device = resolve_device(c.device)
-    tok = Tokenizer(classes=tuple(classes), max_packets=c.max_packets)
+    tok = Tokenizer(classes=tuple(classes), max_packets=c.max_packets, length_token=c.length_token)
     flows = [f for f in flows if f.pl]
     train_flows, val_flows = split_validation(flows, c)
     train_seqs, val_seqs = encode_all(train_flows, tok), encode_all(val_flows, tok)
