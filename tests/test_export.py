@@ -227,3 +227,45 @@ def test_untrained_model_exports_with_its_sampler(model_type, tmp_path):
         engine, btok = load_bundle(bundle)
         flows = [f for batch in generate(engine, btok, {"a": 3, "b": 3}, Sampling(), 6, seed=0) for f in batch]
         assert sorted(f.label for f in flows) == ["a"] * 3 + ["b"] * 3
+
+
+def test_length_token_round_trip_and_bundle_generation(flows, tmp_path):
+    """With --length-token every sequence carries its flow's length bucket after the class token; decoding is still
+    exact, and the bundle's in-graph sampler draws the bucket first and then the flows torch draws."""
+    from conftest import TINY, export_bundles
+    from ntg_edge.runtime.settings import TrainConfig
+    from ntg_edge.train.engine import TorchEngine
+    from ntg_edge.train.train import train
+
+    train(flows, tmp_path / "run", TINY, TrainConfig(epochs=3, val_flows_per_class=10, max_packets=16,
+                                                     length_token=True), log=lambda *_: None)
+    model, tok = load_run(tmp_path / "run")
+    assert tok.length_token and tok.vocab_size == tok.packet_end + tok.n_lengths
+    for f in flows[:200]:
+        toks, bins = tok.encode(f)
+        n = min(len(f.pl), tok.max_packets)
+        lo = tok.length_id(n) - tok.packet_end
+        assert toks[1] == tok.length_id(n) and (lo == tok.n_lengths - 1 or tok.length_id(n + 1) >= toks[1])
+        back = tok.decode(toks[1:], bins[1:], f.label)
+        assert back.pl == [min(p, tok.max_len) for p in f.pl[:n]] and back.dir == f.dir[:n]
+    counts = {c: 8 for c in tok.classes}
+    engine, btok = load_bundle(export_bundles(tmp_path / "run", tmp_path)["fp32"])
+    a = [f for batch in generate(TorchEngine(model), tok, counts, seed=2) for f in batch]
+    b = [f for batch in generate(engine, btok, counts, seed=2) for f in batch]
+    assert same_flows(a, b) > 0.95
+
+    class Recording:  # torch's engine, keeping what each step was fed
+        samples, fed = False, []
+
+        def step(self, tokens, iats, state):
+            self.fed.append((tokens.copy(), iats.copy()))
+            return TorchEngine(model).step(tokens, iats, state)
+
+        select = TorchEngine(model).select
+
+    rec = Recording()
+    assert [(f.pl, f.dir) for batch in generate(rec, tok, counts, seed=2) for f in batch] == [(f.pl, f.dir) for f in a]
+    second, second_iat = rec.fed[1]  # what the first step drew: a length id each, with no gap
+    assert all(tok.packet_end <= t < tok.vocab_size for t in second.ravel()) and not second_iat.any()
+    fixed = [f for batch in generate(engine, btok, counts, seed=2, length=10) for f in batch]
+    assert all(len(f.pl) == 10 for f in fixed)
