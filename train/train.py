@@ -58,24 +58,47 @@ def lr_at(step: int, total: int, c: TrainConfig) -> float:
     return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * frac))
 
 
-def loss_fn(model: Model, toks: torch.Tensor, bins: torch.Tensor, tok: Tokenizer, c: TrainConfig | None = None
-            ) -> torch.Tensor:
-    """Next-token + next-iat cross-entropy; with `c`, packets after the first `c.head_packets` weigh `c.tail_weight`."""
+def loss_fn(model: Model, toks: torch.Tensor, bins: torch.Tensor, tok: Tokenizer, c: TrainConfig | None = None,
+            per_flow: tuple[float, float] | None = None) -> torch.Tensor:
+    """Next-token + next-iat cross-entropy; with `c`, packets after the first `c.head_packets` weigh `c.tail_weight`.
+
+    The mean over the batch's targets by default. With `per_flow` (the mean target weight per training flow of each
+    stream, from `target_weights`), the sum over the batch's targets over per_flow x flows in the batch: every target
+    then weighs the same whatever batch it lands in. Batches hold flows of similar length (train/data.py), so a
+    batch mean gave each of a short flow's targets up to 13x the weight of a long flow's, and 64-packet models ended
+    flows early.
+    """
     logits, iat_logits, _ = model(toks[:, :-1], bins[:, :-1])  # (B, T, vocab), (B, T, iat_bins)
     y, ybin = targets(toks, bins, tok)  # (B, T) each, IGNORE where there is nothing to predict
-    if c is None or c.tail_weight == 1.0:
-        return F.cross_entropy(logits.flatten(0, 1), y.flatten()) + F.cross_entropy(
-            iat_logits.flatten(0, 1), ybin.flatten())
-    # target t is packet t (0-based) or the <EOS> after packet t-1: the early ones are what a classifier sees first
-    head = c.head_packets + tok.length_token  # a length token is target 0, before the first packet
-    w = torch.where(torch.arange(y.shape[1], device=y.device) < head, 1.0, c.tail_weight)  # (T,)
+    w = loss_weights(y.shape[1], tok, c).to(y.device)
 
-    def weighted(lg: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def reduce(lg: torch.Tensor, target: torch.Tensor, norm: float | None) -> torch.Tensor:
         ce = F.cross_entropy(lg.transpose(1, 2), target, reduction="none")  # (B, T), 0 where ignored
         ww = w * (target != IGNORE)
-        return (ce * ww).sum() / ww.sum().clamp(min=1e-9)
+        return (ce * ww).sum() / (ww.sum().clamp(min=1e-9) if norm is None else norm * len(target))
 
-    return weighted(logits, y) + weighted(iat_logits, ybin)
+    return (reduce(logits, y, per_flow and per_flow[0]) +
+            reduce(iat_logits, ybin, per_flow and per_flow[1]))
+
+
+def loss_weights(t: int, tok: Tokenizer, c: TrainConfig | None) -> torch.Tensor:
+    """(t,) weight of each target position: 1, or c.tail_weight after the first c.head_packets packets."""
+    if c is None or c.tail_weight == 1.0:
+        return torch.ones(t)
+    # target t is packet t (0-based) or the <EOS> after packet t-1: the early ones are what a classifier sees first
+    head = c.head_packets + tok.length_token  # a length token is target 0, before the first packet
+    return torch.where(torch.arange(t) < head, 1.0, c.tail_weight)
+
+
+def target_weights(seqs, tok: Tokenizer, c: TrainConfig) -> tuple[float, float]:
+    """Mean loss weight per flow of the token targets and of the inter-arrival targets (`loss_fn`'s per_flow)."""
+    tokens = iats = 0.0
+    for toks, bins in batches(seqs, 1024):
+        y, ybin = targets(toks, bins, tok)
+        w = loss_weights(y.shape[1], tok, c)
+        tokens += float((w * (y != IGNORE)).sum())
+        iats += float((w * (ybin != IGNORE)).sum())
+    return tokens / len(seqs), iats / len(seqs)
 
 
 @torch.no_grad()
@@ -145,6 +168,7 @@ def fit(model: Model, flows: list[Flow], seqs, tok: Tokenizer, c: TrainConfig, d
     ema = AveragedModel(model, avg_fn=ema_update(ema_decay)) if c.ema_horizon else None
     n_class = Counter(f.label for f in flows)
     weights = np.array([n_class[f.label] ** -c.balance for f in flows])
+    per_flow = target_weights(seqs, tok, c)
     step = 0
     for epoch in range(1, c.epochs + 1):
         model.train()
@@ -154,7 +178,7 @@ def fit(model: Model, flows: list[Flow], seqs, tok: Tokenizer, c: TrainConfig, d
         for toks, bins in bar:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, c)
-            loss = loss_fn(model, toks.to(device), bins.to(device), tok, c)
+            loss = loss_fn(model, toks.to(device), bins.to(device), tok, c, per_flow)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
