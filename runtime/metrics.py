@@ -93,17 +93,14 @@ def copy_rate(train: Iterable[Flow], flows: list[Flow], prefix: int = PREFIX) ->
     return float(np.mean([seq(f, prefix) in seen for f in flows])) if flows else 0.0
 
 
-def copy_rate_as(train: Iterable[Flow], flows: list[Flow], like: list[Flow], prefix: int = PREFIX) -> float:
+def copy_rate_as(train: list[Flow], flows: list[Flow], like: list[Flow], prefix: int = PREFIX) -> float:
     """copy_rate of `flows` with each class weighted by its share of `like`: a synthetic set drawn in any class mix
     (e.g. the same count for every class) compared with the natural rate of the real flows `like`, whose classes copy
     at different rates (a small class of near-identical flows copies at 1.0, a large mixed one far less)."""
-    groups, shares = by_class(flows), Counter(f.label for f in like)
-    seen = {seq(f, prefix) for f in train}
-    total = sum(n for c, n in shares.items() if c in groups)
-    if not total:
-        return 0.0
-    return sum(n * float(np.mean([seq(f, prefix) in seen for f in groups[c]])) for c, n in shares.items()
-               if c in groups) / total
+    groups = by_class(flows)
+    shares = {c: n for c, n in Counter(f.label for f in like).items() if c in groups}
+    total = sum(shares.values())
+    return sum(n * copy_rate(train, groups[c], prefix) for c, n in shares.items()) / total if total else 0.0
 
 
 def class_fidelity(real: list[Flow], syn: list[Flow]) -> dict[str, float]:
