@@ -21,6 +21,7 @@ Draws: every synthetic set is drawn `draws` times (generation seeds seed + d), e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -132,22 +133,63 @@ def refit_epochs(epochs: int, n_full: int, n_kept: int) -> int:
 # -- methods ----------------------------------------------------------------------------------------------------------
 class Generator:
     """LLaMA or Mamba in the Synthesizer shape: `fit` trains a run into `run` (train/train.py with `epochs`, its
-    checkpoint rule included; its log beside it as RUN.log), `sample` generates from it through the torch engine."""
+    checkpoint rule included; its log beside it as RUN.log), `sample` generates from it through the torch engine.
+
+    A fit leaves RUN.fit.json beside the run: what it was trained on (a digest of the flows, epochs, seed), how long
+    it took, its peak memory and device. A later fit of the same flows, epochs and seed reuses the run instead of
+    training again, so an interrupted `bench paper` resumes, and runs trained elsewhere (`--jobs`, another machine)
+    are picked up."""
 
     def __init__(self, name: str, run: Path, epochs: int) -> None:
         self.name, self.run, self.epochs = name, run, epochs
-        self.summary: dict = {}
+        self.record_path = run.parent / f"{run.name}.fit.json"
+        self.record: dict = {}
+
+    def key(self, flows: list[Flow], seed: int) -> dict:
+        rows = [(f.label, f.dir, f.pl, f.iat) for f in flows]
+        return {"flows": hashlib.sha256(json.dumps(rows).encode()).hexdigest(), "epochs": self.epochs, "seed": seed}
+
+    def trained(self, flows: list[Flow], seed: int) -> dict | None:
+        """The record of a finished fit of these flows, epochs and seed, or None."""
+        try:
+            record = json.loads(self.record_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) and record.get("key") == self.key(flows, seed) else None
+
+    def train(self, flows: list[Flow], seed: int = 0, threads: int | None = None, together: int = 1) -> dict:
+        """Train the run unless a finished fit of the same flows, epochs and seed is recorded; the record
+        (`together`: how many fits ran side by side with this one, for the report)."""
+        import torch
+
+        from ..runtime.settings import TrainConfig
+        from ..train.train import resolve_device, train
+        from .speed import PeakMemory
+
+        record = self.trained(flows, seed)
+        if record is not None:
+            return record
+        if threads:
+            torch.set_num_threads(threads)
+        lines: list[str] = []
+        c = TrainConfig(epochs=self.epochs, seed=seed)
+        device = resolve_device(c.device)
+        t = time.perf_counter()
+        with PeakMemory() as mem:
+            summary = train(flows, self.run, None, c, log=lines.append, model_type=self.name)
+        record = {"key": self.key(flows, seed), "fit_s": time.perf_counter() - t, "fit_peak_mb": mem.peak_mb,
+                  "device": torch.cuda.get_device_name() if device == "cuda" else device, "together": together,
+                  "summary": summary}
+        log_path = self.run.parent / f"{self.run.name}.log"
+        write_atomic(log_path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+        write_atomic(self.record_path, lambda tmp: Path(tmp).write_text(json.dumps(record, default=float)))
+        return record
 
     def fit(self, flows: list[Flow], seed: int = 0) -> None:
-        from ..runtime.settings import TrainConfig
         from ..train.checkpoint import load_run
         from ..train.engine import TorchEngine
-        from ..train.train import train
 
-        lines: list[str] = []
-        self.summary = train(flows, self.run, None, TrainConfig(epochs=self.epochs, seed=seed), log=lines.append,
-                             model_type=self.name)
-        write_atomic(self.run.with_suffix(".log"), lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+        self.record = self.train(flows, seed)
         model, self.tok = load_run(self.run)
         self.engine = TorchEngine(model)
 
@@ -156,6 +198,40 @@ class Generator:
 
         counts = {c: n for c, n in counts.items() if n > 0}
         return [f for batch in generate(self.engine, self.tok, counts, seed=seed) for f in batch]
+
+
+def _train_job(name: str, run: Path, epochs: int, flows: list[Flow], seed: int, threads: int, together: int) -> None:
+    Generator(name, run, epochs).train(flows, seed, threads, together)
+
+
+def generator_jobs(train: list[Flow], methods: tuple[str, ...], plan: Plan, out: Path,
+                   seed: int) -> list[tuple[str, Path, int, list[Flow]]]:
+    """(model, run, epochs, flows) of every LLaMA/Mamba fit a run of `run_paper` makes: the full fit, then one refit
+    per kept fraction, as `run_paper` names them."""
+    jobs = []
+    for m in (m for m in methods if m in GENERATORS):
+        jobs.append((m, run_dir(out, m), plan.epochs, train))
+        for f in fractions_below_one(plan):
+            kept = kept_flows(train, f, seed)
+            jobs.append((m, run_dir(out, m, f), refit_epochs(plan.epochs, len(train), len(kept)), kept))
+    return jobs
+
+
+def train_generators(jobs: list[tuple[str, Path, int, list[Flow]]], seed: int, workers: int, threads: int,
+                     log: Callable[[str], None] = print) -> None:
+    """Train the jobs' runs `workers` at a time in spawned processes (one GPU, or many cores, shared by small models),
+    each with `threads` torch threads; runs already trained are skipped. The fit times recorded are then measured
+    side by side."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    todo = [j for j in jobs if Generator(*j[:3]).trained(j[3], seed) is None]
+    log(f"training {len(todo)} LLaMA/Mamba run(s), {workers} at a time ({len(jobs) - len(todo)} already trained)")
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        running = {pool.submit(_train_job, *job, seed, threads, min(workers, len(todo))): job[1] for job in todo}
+        for done in as_completed(running):
+            done.result()
+            log(f"{running[done].name}: trained")
 
 
 def make_method(name: str, run: Path, epochs: int, budget: float, threads: int):
@@ -222,9 +298,10 @@ def generator_efficiency(gen: Generator, base: dict, plan: Plan, work: Path, log
     """One row per variant of a trained generator: bench/speed.py's run_speed at batch 1 and 1024, fixed length."""
     from .speed import run_speed
 
-    hist = gen.summary["history"]
+    hist = gen.record["summary"]["history"]
     base = {**base, "epochs": len(hist), "s_per_epoch": float(np.mean([h["epoch_s"] for h in hist])),
-            "params": gen.summary["params"]}
+            "params": gen.record["summary"]["params"], "fit_device": gen.record["device"],
+            "fits_together": gen.record["together"]}
     rep = run_speed(gen.run, work, batches=(1, 1024), flows_b1=plan.flows_b1, n_batches=1, length=SPEED_LENGTH,
                     peer=False, wanted=plan.variants, log=log)
     rows = []
@@ -261,13 +338,36 @@ def pct(fraction: float) -> str:
     return f"{100 * fraction:g}%"
 
 
+def fractions_below_one(plan: Plan) -> list[float]:
+    return sorted(f for f in set(plan.fractions) if f < 1)  # at 100% nothing is missing: augmented = real-only
+
+
+def run_dir(out: Path, method: str, fraction: float = 1.0) -> Path:
+    """Where a method's fit on the full split (or its refit on a kept fraction) goes."""
+    return out / "runs" / (method if fraction == 1.0 else f"{method}-{100 * fraction:g}pct")
+
+
+def timed_fit(method, flows: list[Flow], seed: int) -> tuple[float, float]:
+    """Fit `method`; (wall seconds, peak MB) of the fit: a generator's as recorded when its run was trained."""
+    from .speed import PeakMemory
+
+    if isinstance(method, Generator):
+        method.fit(flows, seed)
+        return method.record["fit_s"], method.record["fit_peak_mb"]
+    t = time.perf_counter()
+    with PeakMemory() as mem:
+        method.fit(flows, seed)
+    return time.perf_counter() - t, mem.peak_mb
+
+
 def run_paper(train: list[Flow], test: list[Flow], out: str | Path, methods: tuple[str, ...] = METHODS,
-              plan: Plan = Plan(), seed: int = 0, threads: int = 1, log: Callable[[str], None] = print) -> dict:
+              plan: Plan = Plan(), seed: int = 0, threads: int = 1, jobs: int = 1,
+              log: Callable[[str], None] = print) -> dict:
     """The report (a dict: `write_report` writes it) of every research question for every method; the runs and the
-    first draw of each method's synthetic flows go to out/runs and out/synthetic."""
+    first draw of each method's synthetic flows go to out/runs and out/synthetic. With `jobs` > 1 the LLaMA/Mamba
+    runs are trained that many at a time first (`train_generators`)."""
     from ..runtime import metrics
     from ..runtime.metrics import train_test_f1
-    from .speed import PeakMemory
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -283,28 +383,27 @@ def run_paper(train: list[Flow], test: list[Flow], out: str | Path, methods: tup
                          f"{len(classes)} training classes)")
     counts = {c: n for c, n in sorted(Counter(f.label for f in train).items())}
     seeds = [seed + d for d in range(plan.draws)]
-    fractions = sorted(f for f in set(plan.fractions) if f < 1)  # at 100% nothing is missing: augmented = real-only
+    fractions = fractions_below_one(plan)
     kept = {f: kept_flows(train, f, seed) for f in fractions}
     log(f"{len(classes)} classes, {len(train)} train / {len(test)} test flows; methods {', '.join(methods)}; "
         f"{plan.draws} draw(s); fractions {', '.join(map(pct, plan.fractions))}")
+    if jobs > 1 and any(m in GENERATORS for m in methods):
+        train_generators(generator_jobs(train, methods, plan, out, seed), seed, jobs, threads, log)
 
     floor = floor_fidelity(train, test)
     trtr = mean_sd([train_test_f1(train, test, s, threads) for s in seeds])
     real_only = {f: mean_sd([train_test_f1(kept[f], test, s, threads) for s in seeds]) for f in fractions}
     fid, tstr, aug, eff = {}, {}, {}, []
     for m in methods:
-        t = time.perf_counter()
-        method = make_method(m, out / "runs" / m, plan.epochs, plan.budget, threads)
-        with PeakMemory() as mem:
-            method.fit(train, seed)
-        fit_s = time.perf_counter() - t
+        method = make_method(m, run_dir(out, m), plan.epochs, plan.budget, threads)
+        fit_s, fit_mb = timed_fit(method, train, seed)
         draws = [method.sample(counts, s) for s in seeds]
         write_flows(out / "synthetic" / f"{m}.parquet", draws[0])
         scores = [metrics.fidelity(test, syn, train) for syn in draws]
         fid[m] = {k: mean_sd([s[k] for s in scores]) for k in FIDELITY}
         tstr[m] = mean_sd([train_test_f1(syn, test, s, threads) for syn, s in zip(draws, seeds)])
         log(f"{m}: fitted in {fit_s:.1f} s; TSTR {tstr[m]['mean']:.3f} (TRTR {trtr['mean']:.3f})")
-        base = {"method": m, "fit_s": fit_s, "fit_peak_mb": mem.peak_mb}
+        base = {"method": m, "fit_s": fit_s, "fit_peak_mb": fit_mb}
         if isinstance(method, Generator):
             eff += generator_efficiency(method, base, plan, out / "runs" / f"{m}-variants", log)
         else:
@@ -312,8 +411,8 @@ def run_paper(train: list[Flow], test: list[Flow], out: str | Path, methods: tup
         aug[m] = {}
         for f in fractions:  # strict: refitted on the kept flows only
             have = Counter(x.label for x in kept[f])
-            refit = make_method(m, out / "runs" / f"{m}-{100 * f:g}pct",
-                                refit_epochs(plan.epochs, len(train), len(kept[f])), plan.budget, threads)
+            refit = make_method(m, run_dir(out, m, f), refit_epochs(plan.epochs, len(train), len(kept[f])),
+                                plan.budget, threads)
             refit.fit(kept[f], seed)
             missing = {c: counts[c] - have[c] for c in classes if counts[c] > have[c]}
             aug[m][f] = mean_sd([train_test_f1(kept[f] + refit.sample(missing, s), test, s, threads) for s in seeds])
@@ -536,7 +635,11 @@ def report_md(rep: dict, command: str) -> str:
                         f"{r['ms_per_flow_b1024']:.3f}", f"{r['gen_peak_mb']:.0f}", f"{r['packets_per_flow']:.1f}"]
                        for i, r in enumerate(rep["rq4"]["rows"])
                        for first in [i == 0 or rep["rq4"]["rows"][i - 1]["method"] != r["method"]]])
-    lines += [""] + [f"- {s}" for s in rep["conclusions"]["rq4"]]
+    fitted = {(r["method"], r["fit_device"], r["fits_together"]) for r in rep["rq4"]["rows"] if "fit_device" in r}
+    lines += [""] + [f"- {LABELS[m]} was trained on {device}" + (f", {n} fits side by side (fit s and s/epoch measured "
+                                                                  "so)." if n > 1 else ".")
+                     for m, device, n in sorted(fitted)]
+    lines += [f"- {s}" for s in rep["conclusions"]["rq4"]]
     return "\n".join(lines) + "\n"
 
 
@@ -654,9 +757,13 @@ def command(ctx: click.Context) -> str:
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, SEED_MAX))
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
               help="Threads for torch, the forests and the baselines (1: timings that compare across machines).")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Train the LLaMA/Mamba runs (full fits and refits) this many at a time first, in worker processes: "
+                   "for a GPU or a many-core machine. Runs already in --out (same flows, epochs, seed) are reused "
+                   "either way, so an interrupted run resumes.")
 @click.option("--out", required=True, type=OutPath(file_okay=False), help="Folder for the report, runs and plots.")
 def paper_command(real_train, real_test, ndpi, methods, quick, epochs, budget, fractions, draws, seed, threads,
-                  out) -> None:
+                  jobs, out) -> None:
     """The reference study's four research questions (fidelity, TSTR, low-data augmentation, efficiency) for LLaMA,
     Mamba and its baselines: report.md, report.json and plots in --out."""
     if bool(real_train) != bool(real_test):
@@ -671,7 +778,8 @@ def paper_command(real_train, real_test, ndpi, methods, quick, epochs, budget, f
     out.mkdir(parents=True, exist_ok=True)
     if not real_train:
         real_train, real_test = ndpi_split(Path(ndpi), out, log=click.echo)
-    rep = run_paper(read_flows(real_train), read_flows(real_test), out, methods, plan, seed, threads, click.echo)
+    rep = run_paper(read_flows(real_train), read_flows(real_test), out, methods, plan, seed, threads, jobs,
+                    click.echo)
     write_report(rep, out, command(click.get_current_context()))
     for q in ("rq1", "rq2", "rq3", "rq4"):
         for s in rep["conclusions"][q]:
