@@ -155,7 +155,8 @@ class Generator:
             record = json.loads(self.record_path.read_text())
         except (OSError, ValueError):
             return None
-        return record if isinstance(record, dict) and record.get("key") == self.key(flows, seed) else None
+        ok = isinstance(record, dict) and record.get("key") == self.key(flows, seed) and self.run.is_dir()
+        return record if ok else None  # the run itself is verified when it is loaded
 
     def train(self, flows: list[Flow], seed: int = 0, threads: int | None = None, together: int = 1) -> dict:
         """Train the run unless a finished fit of the same flows, epochs and seed is recorded; the record

@@ -1,6 +1,6 @@
 """`ntg-edge bench paper` on the shipped captures' split: every research question answered with numbers in range, the
-report and plots written, and option errors as one line. Tiny budgets (LLaMA 1 epoch, one draw, one fraction below
-100%): what it reports, not how well the methods do."""
+report and plots written, generator runs trained side by side and reused, and option errors as one line. Tiny budgets
+(LLaMA 1 epoch, one draw, one fraction below 100%): what it reports, not how well the methods do."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from ntg_edge.appliance.cli import main
-from ntg_edge.bench.paper import FIDELITY, RADAR, kept_flows
+from ntg_edge.bench.paper import FIDELITY, QUICK, RADAR, Generator, kept_flows, subset
+from ntg_edge.runtime.flows import read_flows
 
 PNG = b"\x89PNG\r\n\x1a\n"
 METHODS = ("llama", "smote", "fast_retransmit")
@@ -25,7 +26,7 @@ def test_bench_paper_report(real_files, tmp_path):
     out = tmp_path / "paper"
     res = CliRunner().invoke(main, ["bench", "paper", "--real-train", str(real_files["train"]), "--real-test",
                                     str(real_files["test"]), "--methods", ",".join(METHODS), "--quick",
-                                    "--epochs", "1", "--out", str(out)])
+                                    "--epochs", "1", "--jobs", "2", "--out", str(out)])
     assert res.exit_code == 0, res.output
     for name in ("fidelity_radar.png", "tstr.png", "augmentation.png"):
         data = (out / name).read_bytes()
@@ -66,6 +67,14 @@ def test_bench_paper_report(real_files, tmp_path):
                  *rep["conclusions"]["rq2"]):
         assert part in md, part
     assert (out / "runs" / "llama-10pct").is_dir() and (out / "synthetic" / "smote.parquet").is_file()
+
+    # --jobs 2 trained both LLaMA runs side by side, and the report's own fits reused them rather than retraining
+    assert "LLaMA was trained on cpu, 2 fits side by side" in md
+    train, _ = subset(read_flows(real_files["train"]), read_flows(real_files["test"]), QUICK, 0)
+    gen = Generator("llama", out / "runs" / "llama", 1)
+    assert gen.trained(train, 0)["fit_s"] == llama["torch fp32"]["fit_s"]
+    assert gen.trained(train[1:], 0) is None and gen.trained(train, 1) is None  # other flows, other seed
+    assert Generator("llama", out / "runs" / "llama", 2).trained(train, 0) is None  # other epochs
 
 
 def test_kept_flows_are_nested_and_keep_two_per_class(demo_split):
