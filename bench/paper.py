@@ -227,9 +227,12 @@ def train_generators(jobs: list[tuple[str, Path, int, list[Flow]]], seed: int, w
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     todo = [j for j in jobs if Generator(*j[:3]).trained(j[3], seed) is None]
+    workers = min(workers, len(todo))
     log(f"training {len(todo)} LLaMA/Mamba run(s), {workers} at a time ({len(jobs) - len(todo)} already trained)")
+    if not todo:
+        return
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        running = {pool.submit(_train_job, *job, seed, threads, min(workers, len(todo))): job[1] for job in todo}
+        running = {pool.submit(_train_job, *job, seed, threads, workers): job[1] for job in todo}
         for done in as_completed(running):
             done.result()
             log(f"{running[done].name}: trained")
