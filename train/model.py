@@ -90,12 +90,21 @@ class Block(nn.Module):
 class FlowModel(nn.Module):
     """What every generator shares around its layers: a packet token plus its inter-arrival bin embedded at each
     position, and two heads, the next packet token (tied to the token embedding: most of the parameters at this size)
-    and the next inter-arrival bin."""
+    and the next inter-arrival bin.
+
+    With `cfg.head_size` the token head is factorised (train/lengths.py `length_head`): it scores head_size outputs,
+    each (direction, length bucket) one of them, and an id's logit is its output's plus log P(id | output), a table
+    learned from the training flows. The head is then tied to a table of those outputs, which each input token also
+    adds to its own row: neighbouring lengths share a row in and out."""
 
     def __init__(self, cfg, block: Callable[[], nn.Module]) -> None:
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
+        if cfg.head_size:
+            self.head_emb = nn.Embedding(cfg.head_size, cfg.dim)
+            self.register_buffer("head_of", torch.zeros(cfg.vocab_size, dtype=torch.long))  # (vocab,) id -> output
+            self.register_buffer("head_logp", torch.zeros(cfg.vocab_size))  # (vocab,) log P(id | its output)
         self.iat_emb = nn.Embedding(cfg.iat_bins, cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(block() for _ in range(cfg.n_layers))
@@ -105,14 +114,25 @@ class FlowModel(nn.Module):
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def set_head(self, head_of: torch.Tensor, head_logp: torch.Tensor) -> None:
+        """Install a factorised head's tables (train/lengths.py `length_head`)."""
+        with torch.no_grad():
+            self.head_of.copy_(head_of)
+            self.head_logp.copy_(head_logp)
+
     def embed(self, tokens: torch.Tensor, iats: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.tok_emb(tokens) + self.iat_emb(iats))  # (batch, t) -> (batch, t, dim)
+        x = self.tok_emb(tokens) + self.iat_emb(iats)  # (batch, t) -> (batch, t, dim)
+        if self.cfg.head_size:
+            x = x + self.head_emb(self.head_of[tokens])
+        return self.drop(x)
 
     def heads(self, x: torch.Tensor, last_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, t, dim) -> token logits (batch, t, vocab), iat logits (batch, t, bins); t = 1 with last_only."""
         if last_only:
             x = x[:, -1:]
         x = self.norm(x)
+        if self.cfg.head_size:  # (batch, t, head_size) -> (batch, t, vocab)
+            return F.linear(x, self.head_emb.weight)[..., self.head_of] + self.head_logp, self.iat_head(x)
         return F.linear(x, self.tok_emb.weight), self.iat_head(x)
 
 
