@@ -269,3 +269,63 @@ def test_length_token_round_trip_and_bundle_generation(flows, tmp_path):
     assert all(tok.packet_end <= t < tok.vocab_size for t in second.ravel()) and not second_iat.any()
     fixed = [f for batch in generate(engine, btok, counts, seed=2, length=10) for f in batch]
     assert all(len(f.pl) == 10 for f in fixed)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "mamba"])
+def test_factorised_head_shares_lengths_and_exports(model_type, flows, tmp_path):
+    """--length-head: the head scores (direction, length bucket); an id's logit is its bucket's plus the training
+    lengths' log share inside the bucket, so ids of one bucket keep fixed odds whatever the flow. Frequent lengths are
+    buckets alone; the run quantizes, exports and generates the flows torch generates, through the in-graph sampler."""
+    from conftest import TINY, export_bundles
+    from test_mamba import TINY_MAMBA
+    from ntg_edge.runtime.settings import TrainConfig
+    from ntg_edge.train.checkpoint import quantize_run
+    from ntg_edge.train.engine import TorchEngine
+    from ntg_edge.train.train import train
+
+    mc = TINY if model_type == "llama" else TINY_MAMBA
+    train(flows, tmp_path / "run", mc, TrainConfig(epochs=2, val_flows_per_class=10, max_packets=16, length_head=8),
+          log=lambda *_: None, model_type=model_type)
+    model, tok = load_run(tmp_path / "run")
+    head_of, logp = model.head_of, model.head_logp
+    assert tok.packet_base + 16 <= model.cfg.head_size < tok.vocab_size // 8
+    # each output's ids share its probability mass: the log shares inside an output sum to 1
+    mass = torch.zeros(model.cfg.head_size, dtype=torch.float64).index_add_(0, head_of, logp.double().exp())
+    assert torch.allclose(mass, torch.ones_like(mass), atol=1e-5)
+    # a length carrying at least an eighth of its direction's packets is a bucket alone (probability 1 inside it)
+    pl = Counter((d, min(p, tok.max_len)) for f in flows for d, p in zip(f.dir[:16], f.pl[:16]))
+    (d, length), n = pl.most_common(1)[0]
+    frequent = int(tok.packet_tokens(np.array([d]), np.array([length]))[0])
+    assert n * 8 >= sum(v for (dd, _), v in pl.items() if dd == d)
+    assert (head_of == head_of[frequent]).sum() == 1 and abs(float(logp[frequent])) < 1e-6
+    toks, bins = _real_sequences(flows, tok)
+    ref, _ = _torch_logits(tmp_path / "run", toks, bins)
+    outputs = head_of.numpy()
+    shared = np.flatnonzero(np.bincount(outputs[tok.packet_base : tok.packet_end]) > 1)[-1]
+    a, b = np.flatnonzero(outputs == shared)[:2]
+    assert np.allclose(ref[..., a] - ref[..., b], float(logp[a] - logp[b]), atol=1e-4)  # fixed odds in a bucket
+
+    q = quantize_run(tmp_path / "run", "int8-da", tmp_path / "q")
+    assert q["int8_bytes"] < 0.5 * q["fp32_bytes"] and q["top1_agree"] > 0.9
+    assert generate(TorchEngine(load_run(tmp_path / "q")[0]), tok, {c: 4 for c in tok.classes}, seed=1)
+    bundles = export_bundles(tmp_path / "run", tmp_path)
+    step, _ = load_bundle(bundles["fp32"], "cpu")
+    got, _ = _stepwise(step, toks, bins)
+    assert np.abs(got[..., : tok.vocab_size] - ref).max() < 1e-3
+    # A bucket spreads a little mass over lengths never seen in training: many ids of tiny probability, whose CDF
+    # steps are within float32 rounding of each other, so the in-graph sampler's grouped sums pick a neighbouring
+    # length where numpy's running sum picks this one more often than with one output per length; after that the
+    # flow goes its own way. Every first difference must be such a neighbour.
+    counts = {c: 8 for c in tok.classes}
+    want = [f for batch in generate(TorchEngine(model), tok, counts, seed=2) for f in batch]
+    engine, btok = load_bundle(bundles["fp32"], "cpu")
+    assert engine.samples
+    got_flows = [f for batch in generate(engine, btok, counts, seed=2) for f in batch]
+    assert same_flows(want, got_flows) > 0.8
+    for a, b in zip(want, got_flows):
+        i = next((i for i, (p, q) in enumerate(zip(zip(a.dir, a.pl), zip(b.dir, b.pl))) if p != q), None)
+        assert i is None or (a.dir[i] == b.dir[i] and abs(a.pl[i] - b.pl[i]) <= 8), (a.pl[i], b.pl[i])
+    step, _ = load_bundle(bundles["int8"], "cpu")
+    got, _ = _stepwise(step, toks, bins)
+    p, q = (torch.from_numpy(x[..., : tok.vocab_size]).log_softmax(-1) for x in (ref, got))
+    assert float((p.exp() * (p - q)).sum(-1).mean()) < 0.02
