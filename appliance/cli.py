@@ -466,7 +466,8 @@ def bench() -> None:
 
 
 @bench.command("speed")
-@click.argument("path", metavar="RUN_OR_BUNDLE", type=click.Path(exists=True, file_okay=False))
+@click.argument("paths", metavar="RUN_OR_BUNDLE...", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False))
 @click.option("--batch-sizes", default="1,64,1024", show_default=True, callback=positive_ints)
 @click.option("--flows-b1", default=200, show_default=True, type=click.IntRange(min=1),
               help="Flows generated one at a time at batch 1.")
@@ -475,14 +476,18 @@ def bench() -> None:
 @click.option("--length", default=10, show_default=True, type=click.IntRange(min=1), help="Packets per flow.")
 @click.option("--no-peer", is_flag=True, help="Skip the Hugging Face LlamaForCausalLM comparison.")
 @click.option("--json", "json_out", type=OutPath(dir_okay=False), help="Also write the report as JSON.")
-def bench_speed(path, batch_sizes, flows_b1, n_batches, length, no_peer, json_out) -> None:
-    """ms per flow and flows/s of every variant (torch, torchao int8, ONNX fp32/int8) and of HF transformers."""
+def bench_speed(paths, batch_sizes, flows_b1, n_batches, length, no_peer, json_out) -> None:
+    """ms per flow and flows/s of every variant (torch, torchao int8, ONNX fp32/int8) and of HF transformers.
+
+    Several runs or bundles are timed in the same interleaved rounds, so that they compare on a machine whose speed
+    drifts; a target reads the first that has its variant, the peer the first."""
     import tempfile
 
     from ..bench.speed import format_speed, run_speed
 
     with tempfile.TemporaryDirectory(prefix="ntg-bench-") as work:
-        rep = run_speed(path, work, batch_sizes, flows_b1, n_batches, length, peer=not no_peer, log=click.echo)
+        rep = run_speed(list(paths), work, batch_sizes, flows_b1, n_batches, length, peer=not no_peer,
+                        log=click.echo)
     click.echo(format_speed(rep))
     if json_out:
         _write_json(json_out, rep)

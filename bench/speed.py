@@ -19,6 +19,7 @@ one-token prompts batch without padding.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 from functools import partial
@@ -191,7 +192,7 @@ class HfPeer:
 
 
 # -- the bench ------------------------------------------------------------------------------------------------------------
-def run_speed(path: str | Path, workdir: str | Path, batches=BATCHES, flows_b1: int = 200, n_batches: int = 3,
+def run_speed(path: str | Path | list, workdir: str | Path, batches=BATCHES, flows_b1: int = 200, n_batches: int = 3,
               length: int = LENGTH, peer: bool = True, wanted: tuple[str, ...] = ALL, log=print) -> dict:
     """Every variant at every batch size, timed in `n_batches` interleaved rounds.
 
@@ -199,13 +200,20 @@ def run_speed(path: str | Path, workdir: str | Path, batches=BATCHES, flows_b1: 
     as much as the engines (the int8 bundle once measured slower than fp32 at batch 1 that way, and 1.3x faster
     interleaved). Each round times every (batch size, variant) once, side by side: batch 1 gets flows_b1 / n_batches
     flows per round, a larger batch size one batch. Peak memory is taken while each variant opens and runs one warm-up
-    batch of every size, before any timing.
+    batch of every size, before any timing. Several runs or bundles (`path` a list) are timed in the same rounds, their
+    variants named "variant (directory name)"; a target reads the first path that has its variant, the peer the
+    first path.
     """
     from tqdm import tqdm
 
     from .variants import build_variants, is_run
 
-    variants: list[Variant] = build_variants(path, workdir, wanted, log=log)
+    paths = [Path(p) for p in (path if isinstance(path, list) else [path])]
+    path = paths[0]
+    variants: list[Variant] = []
+    for i, p in enumerate(paths):
+        for v in build_variants(p, Path(workdir, str(i)), wanted, log=log):
+            variants.append(v if len(paths) == 1 else dataclasses.replace(v, name=f"{v.name} ({p.name})"))
     rows, meta = {}, {"length": length, "memory": None, "threads": os.cpu_count(), "rounds": n_batches}
     timers: dict[int, list] = {b: [] for b in batches}  # batch size -> [(variant, timer(n, seed, bar))]
     for v in variants:
@@ -225,6 +233,8 @@ def run_speed(path: str | Path, workdir: str | Path, batches=BATCHES, flows_b1: 
             log(f"peer: skipped (HF LlamaForCausalLM is the peer of the LLaMA model; this is a {cfg['model_type']} run)")
         elif "quantization" in cfg:
             log("peer: skipped (give the fp32 run: HF gets the fp32 weights)")
+        elif cfg["model"].get("head_size"):
+            log("peer: skipped (a factorised token head has no HF LlamaForCausalLM equivalent)")
         else:
             model, tok = load_run(path)
             with PeakMemory() as mem:
@@ -260,7 +270,8 @@ def run_speed(path: str | Path, workdir: str | Path, batches=BATCHES, flows_b1: 
 
 
 def _row(rows, variant, batch):
-    return next((r for r in rows if r["variant"] == variant and r["batch"] == batch), None)
+    """The first row of `variant` (with several paths, names carry " (directory)": the first path that has it)."""
+    return next((r for r in rows if r["variant"].split(" (")[0] == variant and r["batch"] == batch), None)
 
 
 def check_targets(rows: list[dict]) -> list[dict]:
@@ -275,7 +286,7 @@ def check_targets(rows: list[dict]) -> list[dict]:
     goal = TARGETS["ms_per_flow_b1"]
     out.append({"target": f"<= {goal:g} ms per flow at batch 1 ({r['variant'] if r else 'n/a'})",
                 "value": r and r["ms_per_flow"], "met": None if r is None else r["ms_per_flow"] <= goal})
-    r = next((r for r in rows if r["variant"] == "onnx int8"), None)
+    r = _row(rows, "onnx int8", rows[0]["batch"]) if rows else None
     goal = TARGETS["int8_bundle_mb"]
     out.append({"target": f"int8 bundle <= {goal:g} MB", "value": r and r["size_bytes"] / 1e6,
                 "met": None if r is None else r["size_bytes"] / 1e6 <= goal})
@@ -285,14 +296,15 @@ def check_targets(rows: list[dict]) -> list[dict]:
 def format_speed(rep: dict) -> str:
     rows = rep["rows"]
     mem = {"vmhwm": "peak RSS growth (VmHWM)", "ru_maxrss": "process ru_maxrss"}.get(rep["meta"]["memory"], "")
-    head = (f"{'variant':<22}{'size MB':>9}{'batch':>7}{'flows':>7}{'ms/flow':>10}{'flows/s':>11}"
+    w = max([22, *(len(r["variant"]) + 2 for r in rows)])
+    head = (f"{'variant':<{w}}{'size MB':>9}{'batch':>7}{'flows':>7}{'ms/flow':>10}{'flows/s':>11}"
             f"{'engine%':>9}{'GB/s':>8}{'mem MB':>8}")
     lines = [f"{rep['meta']['length']}-packet flows; engine% = wall time inside step() (ONNX: sampling included), "
              f"the rest is the numpy sampler + Python; GB/s = weight bytes x steps/s (meaningful at batch 1); "
              f"mem = {mem}", head, "-" * len(head)]
     for r in rows:
         gb = f"{r['gb_s']:.2f}" if r["batch"] == 1 else "-"
-        lines.append(f"{r['variant']:<22}{r['size_bytes'] / 1e6:>9.2f}{r['batch']:>7}{r['flows']:>7}"
+        lines.append(f"{r['variant']:<{w}}{r['size_bytes'] / 1e6:>9.2f}{r['batch']:>7}{r['flows']:>7}"
                      f"{r['ms_per_flow']:>10.3f}{r['flows_s']:>11,.0f}{100 * r['engine_share']:>8.0f}%{gb:>8}"
                      f"{r.get('peak_mb', float('nan')):>8.0f}")
     peers = {r["batch"]: r for r in rows if r["variant"] == PEER}
@@ -303,7 +315,7 @@ def format_speed(rep: dict) -> str:
         for r in rows:
             peer = peers.get(r["batch"])
             if peer and r is not peer:
-                lines.append(f"  ours/peer flows/s at batch {r['batch']:<5} {r['variant']:<22}"
+                lines.append(f"  ours/peer flows/s at batch {r['batch']:<5} {r['variant']:<{w}}"
                              f"{r['flows_s'] / peer['flows_s']:>7.1f}x")
     lines.append("")
     for t in rep["targets"]:

@@ -33,6 +33,19 @@ def test_bench_speed_table(tiny_run, tmp_path):
         assert word in res.output
 
 
+def test_bench_speed_times_several_bundles_in_the_same_rounds(tiny_bundles, tmp_path):
+    js = tmp_path / "speed.json"
+    res = CliRunner().invoke(main, ["bench", "speed", str(tiny_bundles["fp32"]), str(tiny_bundles["int8"]),
+                                    "--batch-sizes", "1,8", "--flows-b1", "2", "--batches", "1", "--length", "3",
+                                    "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(js.read_text())
+    assert {(r["variant"], r["batch"]) for r in rep["rows"]} == {
+        (n, b) for n in ("onnx fp32 (fp32)", "onnx int8 (int8)") for b in (1, 8)}
+    size = next(t for t in rep["targets"] if "bundle" in t["target"])  # read from the path that has an int8 bundle
+    assert size["value"] == next(r["size_bytes"] for r in rep["rows"] if r["variant"] == "onnx int8 (int8)") / 1e6
+
+
 def test_parity_fp32_with_itself_passes(tiny_run, demo_split, tmp_path):
     train, test = demo_split
     rep = run_parity(tiny_run, tmp_path, train, test, n_per_class=8, draws=3, wanted=("torch fp32",),
