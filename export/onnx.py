@@ -117,11 +117,13 @@ def pad_vocab(model: Transformer | Mamba, multiple: int) -> Transformer | Mamba:
     if vocab == model.cfg.vocab_size:
         return model
     model = copy.deepcopy(model)
-    w = model.tok_emb.weight.detach()
-    model.tok_emb = nn.Embedding.from_pretrained(torch.cat([w, w.new_zeros(vocab - len(w), w.shape[1])]), freeze=True)
-    if model.cfg.head_size:  # a factorised head scores the padding ids as its first output (<PAD>'s)
-        model.head_of = torch.cat([model.head_of, model.head_of.new_zeros(vocab - len(w))])
-        model.head_logp = torch.cat([model.head_logp, model.head_logp.new_zeros(vocab - len(w))])
+    pad = vocab - model.cfg.vocab_size
+    if model.cfg.head_size:  # the padding ids are <PAD>'s output (0) in and out
+        model.head_of = torch.cat([model.head_of, model.head_of.new_zeros(pad)])
+        model.head_logp = torch.cat([model.head_logp, model.head_logp.new_zeros(pad)])
+    else:
+        w = model.tok_emb.weight.detach()
+        model.tok_emb = nn.Embedding.from_pretrained(torch.cat([w, w.new_zeros(pad, w.shape[1])]), freeze=True)
     model.cfg = dataclasses.replace(model.cfg, vocab_size=vocab)
     return model
 
@@ -187,7 +189,7 @@ def export_onnx(model: Transformer | Mamba, path: str | Path, opset: int = OPSET
 # per_channel / reduce_range / MatMulNBits 8-bit were no better than this within noise (MatMulNBits: diff 0.012 but
 # 3.4 MB).
 INT8_OP_TYPES = ["MatMul", "Gather"]
-HEAD_TABLES = ("model.head_emb.weight", "model.tok_emb.weight")  # the head's table: a factorised head's, or tok_emb
+TOKEN_TABLE = "model.tok_emb.weight"
 
 
 def int8_tied_head(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -202,8 +204,7 @@ def int8_tied_head(model: onnx.ModelProto) -> onnx.ModelProto:
     across the table: 1.5 ms of a 35 ms step at batch 1024.)
     """
     g = model.graph
-    weights = {i.name for i in g.initializer}
-    table = next(t for t in HEAD_TABLES if f"{t}_quantized" in weights)
+    table = TOKEN_TABLE
     q_name, scale, zero = f"{table}_quantized", f"{table}_scale", f"{table}_zero_point"
     transposes = [n for n in g.node if table in n.input and n.op_type == "Transpose"]
     if not transposes:  # the exporter folded the Transpose of a table under 8,192 values: the head has its own copy

@@ -29,7 +29,7 @@ class ModelConfig:
     vocab_size: int
     iat_bins: int
     block_size: int
-    head_size: int = 0  # outputs of a factorised token head (train/lengths.py); 0 = one per id, tied to tok_emb
+    head_size: int = 0  # outputs of a factorised token head (train/lengths.py); 0 = one per id
     dim: int = knob(160, "Model width (embedding and residual stream).", lo=2, hi=8192)
     ffn_dim: int = knob(320, "SwiGLU width (the feed-forward's intermediate size).", lo=1, hi=65536)
     n_layers: int = knob(4, "Decoder layers.", lo=1, hi=256)
@@ -61,7 +61,7 @@ class MambaConfig:
     vocab_size: int
     iat_bins: int
     block_size: int
-    head_size: int = 0  # outputs of a factorised token head (train/lengths.py); 0 = one per id, tied to tok_emb
+    head_size: int = 0  # outputs of a factorised token head (train/lengths.py); 0 = one per id
     dim: int = knob(72, "Model width (embedding and residual stream).", lo=2, hi=8192)
     d_inner: int = knob(144, "Mamba's intermediate width (the mixer's channels; Mamba's expand x dim).", lo=1,
                         hi=65536)
@@ -197,3 +197,5 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check(self)
+        if self.length_scales and self.length_head:
+            raise ValueError("length_scales, length_head: both share lengths between neighbours; choose one")

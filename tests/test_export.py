@@ -306,7 +306,8 @@ def test_factorised_head_shares_lengths_and_exports(model_type, flows, tmp_path)
     assert np.allclose(ref[..., a] - ref[..., b], float(logp[a] - logp[b]), atol=1e-4)  # fixed odds in a bucket
 
     q = quantize_run(tmp_path / "run", "int8-da", tmp_path / "q")
-    assert q["int8_bytes"] < 0.5 * q["fp32_bytes"] and q["top1_agree"] > 0.9
+    # at this tiny size the head's two id tables (8 bytes an id, not quantized) are a third of the int8 run
+    assert q["int8_bytes"] < 0.6 * q["fp32_bytes"] and q["top1_agree"] > 0.9
     assert generate(TorchEngine(load_run(tmp_path / "q")[0]), tok, {c: 4 for c in tok.classes}, seed=1)
     bundles = export_bundles(tmp_path / "run", tmp_path)
     step, _ = load_bundle(bundles["fp32"], "cpu")

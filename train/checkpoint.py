@@ -22,7 +22,7 @@ from ..runtime.settings import MODEL_CONFIGS
 from .lengths import plain_state
 from .mamba import Mamba
 from .model import Transformer
-from .quantize import TABLES, flat_state, int8_names, quantize_model, restore_int8
+from .quantize import flat_state, int8_names, quantize_model, restore_int8
 from .synthesizer import FLOWS, WEIGHTS, Synthesizer, baseline_name
 
 ARCHITECTURES = {"llama": Transformer, "mamba": Mamba}  # a run's model_type -> its module (configs: MODEL_CONFIGS)
@@ -125,7 +125,7 @@ def load_run(run: str | Path, device: str = "cpu") -> tuple[Model, Tokenizer]:
         raise ValueError(f"{run / WEIGHTS}: unreadable weights ({e})") from None
     if "quantization" in cfg:  # torchao int8 runs load on the CPU
         q = cfg["quantization"]
-        model = quantize_model(model, q["scheme"], embedding=f"{TABLES[0]}.weight" in q["tensors"])
+        model = quantize_model(model, q["scheme"], embedding="tok_emb.weight" in q["tensors"])
         restore_int8(model, state, q["tensors"], str(run))
         return model, tok
     try:

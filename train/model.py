@@ -92,18 +92,18 @@ class FlowModel(nn.Module):
     position, and two heads, the next packet token (tied to the token embedding: most of the parameters at this size)
     and the next inter-arrival bin.
 
-    With `cfg.head_size` the token head is factorised (train/lengths.py `length_head`): it scores head_size outputs,
-    each (direction, length bucket) one of them, and an id's logit is its output's plus log P(id | output), a table
-    learned from the training flows. The head is then tied to a table of those outputs, which each input token also
-    adds to its own row: neighbouring lengths share a row in and out."""
+    With `cfg.head_size` the model works on head outputs, not ids (train/lengths.py `length_head`): each special and
+    class id is an output of its own, the packet ids of one (direction, length bucket) share one. The token table has
+    a row per output; an id is embedded as its output's row, and its logit is its output's plus log P(id | output), a
+    table of the training lengths. The model then never sees an exact length it did not choose itself, in training or
+    in generation, and the head scores a few hundred outputs instead of every id."""
 
     def __init__(self, cfg, block: Callable[[], nn.Module]) -> None:
         super().__init__()
         self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.tok_emb = nn.Embedding(cfg.head_size or cfg.vocab_size, cfg.dim)
         if cfg.head_size:
-            self.head_emb = nn.Embedding(cfg.head_size, cfg.dim)
-            self.register_buffer("head_of", torch.zeros(cfg.vocab_size, dtype=torch.long))  # (vocab,) id -> output
+            self.register_buffer("head_of", torch.zeros(cfg.vocab_size, dtype=torch.int32))  # (vocab,) id -> output
             self.register_buffer("head_logp", torch.zeros(cfg.vocab_size))  # (vocab,) log P(id | its output)
         self.iat_emb = nn.Embedding(cfg.iat_bins, cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
@@ -115,25 +115,24 @@ class FlowModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def set_head(self, head_of: torch.Tensor, head_logp: torch.Tensor) -> None:
-        """Install a factorised head's tables (train/lengths.py `length_head`)."""
+        """Install the tables of a factorised head (train/lengths.py `length_head`)."""
         with torch.no_grad():
             self.head_of.copy_(head_of)
             self.head_logp.copy_(head_logp)
 
     def embed(self, tokens: torch.Tensor, iats: torch.Tensor) -> torch.Tensor:
-        x = self.tok_emb(tokens) + self.iat_emb(iats)  # (batch, t) -> (batch, t, dim)
-        if self.cfg.head_size:
-            x = x + self.head_emb(self.head_of[tokens])
-        return self.drop(x)
+        rows = self.head_of[tokens] if self.cfg.head_size else tokens
+        return self.drop(self.tok_emb(rows) + self.iat_emb(iats))  # (batch, t) -> (batch, t, dim)
 
     def heads(self, x: torch.Tensor, last_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, t, dim) -> token logits (batch, t, vocab), iat logits (batch, t, bins); t = 1 with last_only."""
         if last_only:
             x = x[:, -1:]
         x = self.norm(x)
-        if self.cfg.head_size:  # (batch, t, head_size) -> (batch, t, vocab)
-            return F.linear(x, self.head_emb.weight)[..., self.head_of] + self.head_logp, self.iat_head(x)
-        return F.linear(x, self.tok_emb.weight), self.iat_head(x)
+        logits = F.linear(x, self.tok_emb.weight)  # (batch, t, head_size or vocab)
+        if self.cfg.head_size:
+            logits = logits.index_select(-1, self.head_of) + self.head_logp
+        return logits, self.iat_head(x)
 
 
 class Transformer(FlowModel):

@@ -5,12 +5,11 @@ Schemes (torchao `quantize_` with its *Config API, per-row symmetric int8 weight
 - int8-wo: `Int8WeightOnlyConfig` -- int8 weights, fp32 activations (weights are widened at every matmul).
 - int8-da: `Int8DynamicActivationInt8WeightConfig` -- activations quantized per row at run time, int8 x int8 matmul.
 
-Every nn.Linear (attention qkv/out, SwiGLU w13/w2, Mamba's in/x/dt/out projections, the iat head) is quantized, and so are
-the token tables: the token head is `F.linear(x, tok_emb.weight)` and that matrix is a third of the parameters (3044 x
-160 of ~1.5 M), so leaving it fp32 would keep the run at ~3 MB. It is quantized once, per row (one scale per token): the
-same int8 rows serve the head (per-output-channel scales, torchao's linear kernel) and the embedding lookup (gather int8
-rows and their scales, dequantize only the looked-up rows). Nothing is duplicated. A factorised head (train/model.py)
-has two tables, `tok_emb` (looked up only) and `head_emb` (looked up and tied to the head): both are quantized so.
+Every nn.Linear (attention qkv/out, SwiGLU w13/w2, Mamba's in/x/dt/out projections, the iat head) is quantized, and so is the tied token matrix: the
+token head is `F.linear(x, tok_emb.weight)` and that matrix is a third of the parameters (3044 x 160 of ~1.5 M), so
+leaving it fp32 would keep the run at ~3 MB. It is quantized once, per row (one scale per token): the same int8 rows
+serve the head (per-output-channel scales, torchao's linear kernel) and the embedding lookup (gather int8 rows and
+their scales, dequantize only the looked-up rows). Nothing is duplicated.
 
 A quantized run directory ("QRUN") is a run directory: `model.safetensors` holds every quantized weight as two plain
 tensors, `<name>.qdata` (int8) and `<name>.scale` (fp32, one per row), beside the unquantized norms and iat
@@ -67,22 +66,17 @@ class TiedInt8Embedding(nn.Module):
         return w.qdata[ids].to(w.dtype) * w.scale[ids].to(w.dtype)  # scale: (vocab, 1) -> (..., 1)
 
 
-TABLES = ("tok_emb", "head_emb")  # both architectures' token tables (train/model.py FlowModel)
-
-
 def _quantize_tied(model: nn.Module, scheme: str) -> None:
+    """Both architectures (train/model.py, train/mamba.py) name their tied token matrix `tok_emb`."""
     q = _torchao()
-    for name in TABLES:
-        if hasattr(model, name):
-            w = getattr(model, name).weight
-            head = nn.Linear(w.shape[1], w.shape[0], bias=False)
-            head.weight = nn.Parameter(w.detach().clone(), requires_grad=False)
-            q.quantize_(head, _config(scheme))
-            setattr(model, name, TiedInt8Embedding(head.weight.data))
+    head = nn.Linear(model.cfg.dim, len(model.tok_emb.weight), bias=False)  # vocab, or a factorised head's outputs
+    head.weight = nn.Parameter(model.tok_emb.weight.detach().clone(), requires_grad=False)
+    q.quantize_(head, _config(scheme))
+    model.tok_emb = TiedInt8Embedding(head.weight.data)
 
 
 def quantize_model(model: nn.Module, scheme: str, embedding: bool = True) -> nn.Module:
-    """A quantized copy of `model` (eval mode, CPU); `embedding=False` leaves the token tables fp32."""
+    """A quantized copy of `model` (eval mode, CPU); `embedding=False` leaves the tied token matrix fp32."""
     model = copy.deepcopy(model).cpu().eval()
     _torchao().quantize_(model, _config(scheme))  # default filter: every nn.Linear
     if embedding:
