@@ -201,11 +201,12 @@ def train(ctx, flows, model_type, out, **kw) -> None:
         return _fit_baseline(ctx, flows, model_type, out, mc, kw)
     try:  # the cross-field rules, before any work
         MODEL_CONFIGS[model_type](vocab_size=1, iat_bins=1, block_size=1, **mc)
+        config = TrainConfig(**kw)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     data = _flows(flows)
     try:
-        summary = run_training(data, out, mc, TrainConfig(**kw), log=click.echo, model_type=model_type)
+        summary = run_training(data, out, mc, config, log=click.echo, model_type=model_type)
     except ValueError as e:
         raise click.ClickException(f"{flows}: {e}") from None
     sel = summary["selected"]

@@ -18,8 +18,9 @@ def check_derived(cfg: object) -> None:
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
             raise ValueError(f"{name}: expected a whole number 1 .. {most:,}, got {value!r}")
-    if isinstance(cfg.head_size, bool) or not isinstance(cfg.head_size, int) or not 0 <= cfg.head_size <= cfg.vocab_size:
-        raise ValueError(f"head_size: expected a whole number 0 .. vocab_size ({cfg.vocab_size}), got {cfg.head_size!r}")
+    head = cfg.head_size
+    if isinstance(head, bool) or not isinstance(head, int) or not 0 <= head <= cfg.vocab_size:
+        raise ValueError(f"head_size: expected a whole number 0 .. vocab_size ({cfg.vocab_size}), got {head!r}")
 
 
 @dataclass
@@ -181,12 +182,12 @@ class TrainConfig:
     # Most exact lengths occur once or never in a small corpus (train/lengths.py).
     length_scales: int = knob(0, "Coarse scales whose buckets of 4, 16, 64 ... bytes neighbouring payload lengths "
                                  "share while training (0 = each length on its own).", lo=0, hi=5)
-    # Generated 64-packet flows ended before packet 10 in 55% of flows against 41% of real ones (runtime/tokenizer.py).
     # One output per exact length learns each of the ~1,000 lengths a direction takes from its few occurrences.
     length_head: int = knob(0, "Factorised packet head: the model scores (direction, length bucket), with this many "
                                "quantile buckets of the training lengths per direction, and the exact length is drawn "
                                "from the training lengths inside the bucket (0 = one output per exact length).", lo=0,
                             hi=Tokenizer.max_len + 1)
+    # Generated 64-packet flows ended before packet 10 in 55% of flows against 41% of real ones (runtime/tokenizer.py).
     length_token: bool = knob(False, "Each flow starts with a token for its length bucket, drawn before its first "
                                      "packet.")
     # The validation slice costs a 20-flow class 3 of its flows; the epoch count it chose carries over.

@@ -229,7 +229,8 @@ def test_train_options_belong_to_the_model(tmp_path):
     flows.write_bytes(b"")  # never read: the options are refused first
     for args, msg in ((["--model", "mamba", "--n-heads", "4"], "--n-heads: not an option of --model mamba"),
                       (["--d-state", "4"], "--d-state: not an option of --model llama"),
-                      (["--model", "mamba", "--d-conv", "1"], "--d-conv")):
+                      (["--model", "mamba", "--d-conv", "1"], "--d-conv"),
+                      (["--length-scales", "2", "--length-head", "64"], "length_scales, length_head")):
         res = CliRunner().invoke(main, ["train", str(flows), *args, "--out", str(tmp_path / "run")])
         assert res.exit_code == 2 and msg in res.output, res.output
     assert not (tmp_path / "run").exists()

@@ -1,4 +1,5 @@
-"""Neighbouring payload lengths share statistics while training; the saved run keeps one plain token table.
+"""Neighbouring payload lengths share statistics: in a token table while training (`share_lengths`, below), or in a
+factorised head that scores length buckets (`length_head`, at the end).
 
 A packet token is an exact (direction, length). With 20-50 flows per class most lengths occur once or never, and a
 free embedding row per length learns each on its own. Here a token's row is a sum: its own row plus one coarse row

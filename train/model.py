@@ -95,8 +95,9 @@ class FlowModel(nn.Module):
     With `cfg.head_size` the model works on head outputs, not ids (train/lengths.py `length_head`): each special and
     class id is an output of its own, the packet ids of one (direction, length bucket) share one. The token table has
     a row per output; an id is embedded as its output's row, and its logit is its output's plus log P(id | output), a
-    table of the training lengths. The model then never sees an exact length it did not choose itself, in training or
-    in generation, and the head scores a few hundred outputs instead of every id."""
+    table of the training lengths. The model sees buckets only, in training as in generation (fed exact lengths, it
+    learnt them as class signatures, then was fed lengths drawn class-blind from the table), and the head scores a few
+    hundred outputs instead of every id."""
 
     def __init__(self, cfg, block: Callable[[], nn.Module]) -> None:
         super().__init__()
