@@ -440,7 +440,8 @@ def _base(command: str, m: Material, case: Path, rng: random.Random) -> Base:
         return Base(["split", str(m.flows), "--cap-per-file", "500", "--out", str(case / "split")], {1: "flows"})
     if command == "train":
         return Base(["train", str(m.small), *TINY_TRAIN, "--out", str(case / "run")], {1: "flows"},
-                    [["--dim", "30", "--n-heads", "4"], ["--dim", "6", "--n-heads", "2"], ["--min-lr", "1", "--lr", "0.1"]])
+                    [["--dim", "30", "--n-heads", "4"], ["--dim", "6", "--n-heads", "2"], ["--min-lr", "1", "--lr", "0.1"],
+                     ["--length-scales", "2", "--length-head", "16"]])
     if command == "generate":
         return Base(["generate", str(model), "--n-per-class", "2", "--device", "cpu", "--out", str(case / "syn.parquet")],
                     {1: model_kind},
