@@ -275,7 +275,8 @@ def add_sampler(model: onnx.ModelProto, vocab: int, group: int = SAMPLER_GROUP) 
     The graph's token table must be padded to whole groups (`pad_vocab`); the padding ids get a bias of -inf here.
     The temperature divides the final hidden state, not the logits: both heads are linear without a bias, so that is
     the same division on dim (160) numbers per row instead of vocab (3,072), and the int8 head quantizes h / T to the
-    same integers at a scale T times smaller. The `logits` and `iat_logits` outputs are divided by the temperature too.
+    same integers at a scale T times smaller (a factorised head's per-id log shares, its one bias, are divided apart).
+    The `logits` and `iat_logits` outputs are divided by the temperature too.
     """
     g = model.graph
     out_shape = {o.name: o for o in g.output}
@@ -310,6 +311,15 @@ def add_sampler(model: onnx.ModelProto, vocab: int, group: int = SAMPLER_GROUP) 
         n.input[:] = [f"{hidden}_scaled" if i == hidden else i for i in n.input]
     scale = helper.make_node("Div", [hidden, TEMPERATURE], [f"{hidden}_scaled"], name="sampler_temperature")
     g.node.insert(list(g.node).index(norm) + 1, scale)
+    # A factorised head adds log P(id | bucket) to the linear logits (train/model.py): a bias, which the temperature
+    # must divide too, as the numpy sampler divides the whole logit.
+    weights = {i.name for i in g.initializer}
+    for add in [n for n in g.node if n.op_type == "Add" and LOGITS in n.output]:
+        for k, i in enumerate(add.input):
+            if i in weights:
+                add.input[k] = f"{i}_scaled"
+                g.node.insert(list(g.node).index(add), helper.make_node(
+                    "Div", [i, TEMPERATURE], [f"{i}_scaled"], name="sampler_temperature_bias"))
     u_tok = node("Slice", [UNIFORM, const("zero", [0]), const("one", [1]), const("axis1", [1])], "u_tok")
     u_iat = node("Slice", [UNIFORM, const("one", [1]), const("two", [2]), const("axis1", [1])], "u_iat")
 
