@@ -204,9 +204,8 @@ def int8_tied_head(model: onnx.ModelProto) -> onnx.ModelProto:
     across the table: 1.5 ms of a 35 ms step at batch 1024.)
     """
     g = model.graph
-    table = TOKEN_TABLE
-    q_name, scale, zero = f"{table}_quantized", f"{table}_scale", f"{table}_zero_point"
-    transposes = [n for n in g.node if table in n.input and n.op_type == "Transpose"]
+    q_name, scale, zero = f"{TOKEN_TABLE}_quantized", f"{TOKEN_TABLE}_scale", f"{TOKEN_TABLE}_zero_point"
+    transposes = [n for n in g.node if TOKEN_TABLE in n.input and n.op_type == "Transpose"]
     if not transposes:  # the exporter folded the Transpose of a table under 8,192 values: the head has its own copy
         return model
     (transpose,) = transposes
