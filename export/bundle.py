@@ -12,7 +12,7 @@ import yaml
 from ..runtime.bundle import MODEL, PLAN, is_bundle
 from ..runtime.manifest import BUNDLE_FORMAT, CONFIG, write_manifest
 from ..train.checkpoint import load_run, read_config
-from .onnx import OPSET, SAMPLER_GROUP, add_sampler, export_onnx, pad_vocab, quantize_int8
+from .onnx import OPSET, SAMPLER_GROUP, add_sampler, export_onnx, gather_head_columns, pad_vocab, quantize_int8
 
 
 def export_bundle(run: str | Path, out: str | Path, int8: bool = False, tensorrt: bool = False, log=print) -> Path:
@@ -42,7 +42,7 @@ def export_bundle(run: str | Path, out: str | Path, int8: bool = False, tensorrt
             fp32.unlink()
         else:
             export_onnx(padded, tmp / MODEL)
-        graph = add_sampler(onnx.load(str(tmp / MODEL)), tok.vocab_size, SAMPLER_GROUP)
+        graph = add_sampler(gather_head_columns(onnx.load(str(tmp / MODEL))), tok.vocab_size, SAMPLER_GROUP)
         onnx.checker.check_model(graph)
         onnx.save(graph, str(tmp / MODEL))
         if tensorrt:

@@ -232,6 +232,47 @@ def int8_tied_head(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def gather_head_columns(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Let a factorised head (train/model.py) gather its weight's columns once, not its logits on every step.
+
+    The model scores a few hundred outputs, then copies each id's logit out of them, `scores[..., head_of]`: a Gather
+    along the last axis that writes the (B, vocab) logits one value at a time, slower than the exact head's whole
+    matmul. Here the head's (dim, outputs) weight is gathered by `head_of` instead, a node with constant inputs only,
+    which ONNX Runtime folds once when the session loads; the matmul then writes the per-id logits itself, as the
+    exact head's does, and the file keeps the small table. Works on the fp32 graph and on int8_tied_head's (a
+    per-tensor zero point stays valid for any subset of columns). A graph without that Gather is returned unchanged.
+    """
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    weights = {i.name for i in g.initializer}
+    add = producer[LOGITS]  # logits = scores[..., head_of] + log P(id | output)
+    gather = next((producer[i] for i in add.input if i in producer and producer[i].op_type == "Gather"), None)
+    if add.op_type != "Add" or gather is None:
+        return model
+    path, head = [], producer[gather.input[0]]  # back from the scores to the matmul (int8: through its rescale)
+    while head.op_type not in ("MatMul", "MatMulInteger"):
+        path.append(head)
+        head = producer[next(i for i in head.input if i not in weights and i in producer)]
+    columns = helper.make_node("Gather", [head.input[1], gather.input[1]], ["head_weight_per_id"], axis=1,
+                               name="head_weight_per_id")
+    head.input[1] = "head_weight_per_id"
+    add.input[list(add.input).index(gather.output[0])] = gather.input[0]
+    nodes = []
+    for n in g.node:
+        if n is head:
+            nodes.append(columns)
+        if n is not gather:
+            nodes.append(n)
+    del g.node[:]
+    g.node.extend(nodes)
+    # the exporter's recorded shapes of the scores (B, 1, outputs) no longer hold: ONNX Runtime infers them again
+    stale = {head.output[0], gather.output[0], *(o for n in path for o in n.output)}
+    kept = [v for v in g.value_info if v.name not in stale]
+    del g.value_info[:]
+    g.value_info.extend(kept)
+    return model
+
+
 def _heads_input(g: onnx.GraphProto) -> onnx.NodeProto:
     """The final norm, whose output both heads read: the last node before both head outputs that scales by a weight
     (RMSNorm). Found by structure, not by the weight's name: the exporter renames a weight it merges with

@@ -277,6 +277,7 @@ def test_factorised_head_shares_lengths_and_exports(model_type, flows, tmp_path)
     lengths' log share inside the bucket, so ids of one bucket keep fixed odds whatever the flow. Frequent lengths are
     buckets alone; the run quantizes, exports, and generates through the in-graph sampler the flows torch generates,
     but where float rounding picks a neighbouring length."""
+    import onnx
     from conftest import TINY, export_bundles
     from test_mamba import TINY_MAMBA
     from ntg_edge.runtime.settings import TrainConfig
@@ -313,6 +314,13 @@ def test_factorised_head_shares_lengths_and_exports(model_type, flows, tmp_path)
               for f in batch]
     assert len(qflows) == 4 * tok.n_classes and all(tok.encode(f)[0].size for f in qflows)
     bundles = export_bundles(tmp_path / "run", tmp_path)
+    for name in ("fp32", "int8"):
+        # the head's weight columns are gathered once (export/onnx.py gather_head_columns), not its logits every
+        # step, and the file keeps the small table
+        g = onnx.load(bundles[name] / MODEL).graph
+        assert not [n for n in g.node if n.op_type == "Gather" and any(a.name == "axis" and a.i in (-1, 2)
+                                                                       for a in n.attribute)], name
+        assert max(int(np.prod(t.dims)) for t in g.initializer) < tok.vocab_size * model.cfg.dim // 4, name
     step, _ = load_bundle(bundles["fp32"], "cpu")
     got, _ = _stepwise(step, toks, bins)
     assert np.abs(got[..., : tok.vocab_size] - ref).max() < 1e-3
