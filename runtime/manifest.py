@@ -87,6 +87,7 @@ def read_yaml(path: Path) -> object:
     import yaml
 
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's loader where PyYAML has it: a factorised head's length counts are ~100 KB of config
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (UnicodeDecodeError, yaml.YAMLError) as e:
         raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None

@@ -106,6 +106,8 @@ def generate_batch(
     # Each flow's uniforms are fixed by its row and position up front, so a flow that ends earlier in one engine than
     # in another (and so changes which rows are still running) does not re-deal the randomness of every other flow.
     uniforms = rng.random((n, b, 2), dtype=np.float32)
+    # a factorised head's exact lengths are drawn after the model's buckets, one more uniform per id (runtime/lengths.py)
+    lengths_u = rng.random((b, n)) if tok.head is not None else None
     for pos in range(n):
         u = uniforms[pos, live]
         bias = first if tok.length_token and pos == 0 else ban
@@ -126,7 +128,7 @@ def generate_batch(
             live, nxt, nbin, done = live[keep], nxt[keep], nbin[keep], done[keep]
             state = engine.select(state, keep)
         tokens, iats = nxt[:, None], nbin[:, None]
-    return [tok.decode(out_t[r], out_i[r], labels[r]) for r in range(b)]
+    return [tok.decode(out_t[r], out_i[r], labels[r], None if lengths_u is None else lengths_u[r]) for r in range(b)]
 
 
 def generate(

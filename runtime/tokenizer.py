@@ -16,11 +16,14 @@ negative or not finite.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+
+from typing import Iterable
 
 import numpy as np
 
 from .flows import DOWN, UP, Flow
+from .lengths import LengthHead
 
 PAD, EOS = 0, 1
 N_SPECIAL = 2
@@ -35,8 +38,12 @@ class Tokenizer:
     iat_min: float = 1e-6
     iat_max: float = 1800.0
     length_token: bool = False
+    # A factorised head's training packets (runtime/lengths.py): {"per_direction": K, "counts": {class: [[packet id,
+    # packets], ...]}}. `decode`, given uniforms, draws each exact length inside its bucket from the flow's class.
+    length_head: dict | None = field(default=None, hash=False)
     _edges: np.ndarray = field(init=False, repr=False, compare=False)
     _length_lows: np.ndarray = field(init=False, repr=False, compare=False)
+    _head: LengthHead | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
@@ -59,6 +66,49 @@ class Tokenizer:
         # flows cut at the horizon (max_packets) alone: "longer than the model sees" is its own answer
         lows = np.unique(np.round(np.sqrt(2.0) ** np.arange(2 * np.log2(self.max_packets) + 1)).astype(np.int64))
         object.__setattr__(self, "_length_lows", np.append(lows[lows < self.max_packets], self.max_packets))
+        object.__setattr__(self, "_head", None if self.length_head is None else self._fit_head(self.length_head))
+
+    def _fit_head(self, spec: object) -> LengthHead:
+        """The head's tables from its config section, checked: a damaged one is a line naming what is wrong."""
+        want = "expected {per_direction: a whole number >= 1, counts: {class: [[packet id, packets], ...]}}"
+        if not isinstance(spec, dict) or set(spec) != {"per_direction", "counts"} or not isinstance(
+                spec["counts"], dict) or isinstance(spec["per_direction"], bool) or not isinstance(
+                spec["per_direction"], int) or spec["per_direction"] < 1:
+            raise ValueError(f"length_head: {want}")
+        counts = np.zeros((self.n_classes, self.packet_end - self.packet_base))
+        for label, pairs in spec["counts"].items():
+            if label not in self.classes:
+                raise ValueError(f"length_head: counts of class {label!r}, which is not one of the classes")
+            try:
+                table = np.asarray(pairs).reshape(-1, 2)
+            except (TypeError, ValueError):
+                raise ValueError(f"length_head: class {label!r}: {want}") from None
+            if table.size and table.dtype.kind not in "iu":
+                raise ValueError(f"length_head: class {label!r}: {want}")
+            ids, n = table.astype(np.int64).T
+            if not (self.is_packet(ids).all() and (n >= 0).all()):
+                raise ValueError(f"length_head: class {label!r}: expected packet ids {self.packet_base} .. "
+                                 f"{self.packet_end - 1} and counts >= 0")
+            np.add.at(counts[self.classes.index(label)], ids - self.packet_base, n)
+        return LengthHead.fit(counts, spec["per_direction"], self.packet_base, self.vocab_size)
+
+    def with_length_head(self, flows: Iterable[Flow], per_direction: int) -> "Tokenizer":
+        """This tokenizer with a factorised head of `per_direction` buckets per direction, from the first max_packets
+        packets of each flow."""
+        counts: dict[str, dict[int, int]] = {c: {} for c in self.classes}
+        for f in flows:
+            n = min(len(f.pl), self.max_packets)
+            ids, k = np.unique(self.packet_tokens(np.asarray(f.dir[:n]), np.asarray(f.pl[:n])), return_counts=True)
+            row = counts[f.label]
+            for i, m in zip(ids.tolist(), k.tolist()):
+                row[i] = row.get(i, 0) + m
+        spec = {"per_direction": per_direction, "counts": {c: sorted(map(list, v.items())) for c, v in counts.items()}}
+        return replace(self, length_head=spec)
+
+    @property
+    def head(self) -> LengthHead | None:
+        """The factorised head's tables, or None."""
+        return self._head
 
     # -- sizes -------------------------------------------------------------------------------------------------------
     @property
@@ -167,10 +217,13 @@ class Tokenizer:
             bins[first] = 0  # the first packet has no predecessor
         return toks, bins
 
-    def decode(self, toks: np.ndarray, bins: np.ndarray, label: str) -> Flow:
+    def decode(self, toks: np.ndarray, bins: np.ndarray, label: str, u: np.ndarray | None = None) -> Flow:
         """Generated ids (without the class token; a leading length id is skipped) -> Flow; stops at the first
-        non-packet token."""
+        non-packet token. With a factorised head and `u` (a uniform per id), each exact length is drawn inside its
+        bucket from the class's training lengths."""
         toks, bins = np.asarray(toks), np.asarray(bins)
+        if self._head is not None and u is not None:
+            toks = self._head.redraw(toks, self.classes.index(label), u)
         if len(toks) and toks[0] >= self.packet_end:
             toks, bins = toks[1:], bins[1:]
         stop = np.flatnonzero(~self.is_packet(toks))
@@ -186,6 +239,7 @@ class Tokenizer:
         d = asdict(self)
         d.pop("_edges")
         d.pop("_length_lows")
+        d.pop("_head")
         d["classes"] = list(self.classes)
         return d
 

@@ -48,6 +48,48 @@ def test_tokenizer_clips_oversized_payloads():
     assert tok.decode(toks[1:], bins[1:], "a").pl == [0, 1500, 1500]
 
 
+def test_length_head_draws_each_class_its_own_lengths(demo_flows):
+    """A factorised head keeps the bucket the model drew and draws the exact length inside it from the flow's class
+    (runtime/lengths.py): where two classes' training lengths in a bucket differ, each draws in its own shares. The
+    counts survive the config round trip; a damaged config is a line naming the section; without uniforms decode is
+    exact."""
+    import yaml
+
+    flows = [f for f in demo_flows[0] if f.pl]
+    tok = Tokenizer(classes=tuple(sorted({f.label for f in flows}))).with_length_head(flows, 16)
+    h = tok.head
+    assert Tokenizer.from_dict(yaml.safe_load(yaml.safe_dump(tok.to_dict()))) == tok
+    bad = {**tok.to_dict(), "length_head": {"per_direction": 16, "counts": {"nope": [[tok.packet_base, 1]]}}}
+    with pytest.raises(ValueError, match="length_head: counts of class 'nope'"):
+        Tokenizer.from_dict(bad)
+    counts = np.zeros((tok.n_classes, tok.vocab_size))
+    for f in flows:
+        n = min(len(f.pl), tok.max_packets)
+        np.add.at(counts[tok.classes.index(f.label)], tok.packet_tokens(np.array(f.dir[:n]), np.array(f.pl[:n])), 1)
+    # the bucket shared by two classes with at least 50 packets each, whose shares inside it differ most
+    best = None
+    for o in np.unique(h.head_of[tok.packet_base : tok.packet_end]):
+        members = np.flatnonzero(h.head_of == o)
+        inside = counts[:, members]
+        rich = np.flatnonzero(inside.sum(1) >= 50)
+        for a in rich:
+            for b in rich[rich > a]:
+                gap = np.abs(inside[a] / inside[a].sum() - inside[b] / inside[b].sum()).sum()
+                if best is None or gap > best[0]:
+                    best = (gap, members, a, b)
+    gap, members, a, b = best
+    assert gap > 0.5 and len(members) > 1
+    rng = np.random.default_rng(0)
+    for c in (a, b):
+        drawn = h.redraw(np.full(4000, members[-1]), c, rng.random(4000))
+        assert np.isin(drawn, members).all()
+        share = np.bincount(drawn - members[0], minlength=len(members)) / 4000
+        assert np.abs(share - counts[c, members] / counts[c, members].sum()).max() < 0.05
+    f = next(f for f in flows if len(f.pl) > 3)
+    toks, bins = tok.encode(f)
+    assert tok.decode(toks[1:], bins[1:], f.label).pl == [min(p, tok.max_len) for p in f.pl[: tok.max_packets]]
+
+
 def test_kv_cache_steps_match_full_forward(demo_flows):
     """Generation's one-token steps with the cache must reproduce the training forward exactly."""
     flows = [f for f in demo_flows[0] if len(f.pl) >= 12][:8]

@@ -1,5 +1,5 @@
-"""Neighbouring payload lengths share statistics: in a token table while training (`share_lengths`, below), or in a
-factorised head that scores length buckets (`length_head`, at the end).
+"""Neighbouring payload lengths share statistics in a token table while training (`share_lengths`); the factorised
+head that scores length buckets instead is runtime/lengths.py.
 
 A packet token is an exact (direction, length). With 20-50 flows per class most lengths occur once or never, and a
 free embedding row per length learns each on its own. Here a token's row is a sum: its own row plus one coarse row
@@ -68,55 +68,3 @@ def plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
     if parametrize.is_parametrized(model.tok_emb):
         state["tok_emb.weight"] = model.tok_emb.weight
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
-
-
-# -- the factorised packet head ----------------------------------------------------------------------------------------
-# The head predicts (direction, length bucket); the exact length is then drawn from the training lengths inside the
-# bucket. Buckets are quantiles of the training lengths of each direction, so every bucket holds about as many
-# packets; a length frequent enough to fill a quantile (0, the MSS, a protocol's fixed message) is a bucket alone and
-# keeps its exact probability; a grid caps a bucket's width at a quarter of its lowest length (8 bytes below 32), so
-# that rare lengths share only with near neighbours.
-GRID_MIN, GRID_STEP = 32, 1.25
-
-
-def bucket_lows(counts: np.ndarray, per_direction: int) -> np.ndarray:
-    """Lowest length of each bucket, ascending, from one direction's (max_len + 1,) length counts."""
-    top = len(counts) - 1
-    grid = [*range(0, GRID_MIN, 8), *np.unique(np.round(GRID_MIN * GRID_STEP ** np.arange(
-        int(np.log(top / GRID_MIN) / np.log(GRID_STEP)) + 1)).astype(int))]
-    lows = set(grid)
-    total = counts.sum()
-    if total:
-        lows |= set(np.searchsorted(np.cumsum(counts), total * np.arange(1, per_direction) / per_direction,
-                                    side="right").tolist())
-        heavy = np.flatnonzero(counts * per_direction >= total)
-        lows |= set(heavy.tolist()) | set((heavy + 1).tolist())
-    return np.array(sorted(x for x in lows if x <= top), dtype=np.int64)
-
-
-def length_head(tok: Tokenizer, flows: Iterable[Flow], per_direction: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The factorised head of `per_direction` quantile buckets, learned from `flows`' packets (the model's first
-    max_packets of each): (vocab,) each id's head output and (vocab,) log P(id | that output).
-
-    Outputs: each special and class id its own, then the buckets of each direction, then the length ids. Inside a
-    bucket an id's probability is its share of the bucket's training packets plus one packet spread evenly over the
-    bucket's lengths, so a length never seen in training stays possible, at a small share."""
-    width = tok.max_len + 1
-    counts = np.zeros(2 * width)
-    for f in flows:
-        n = min(len(f.pl), tok.max_packets)
-        np.add.at(counts, tok.packet_tokens(np.asarray(f.dir[:n]), np.asarray(f.pl[:n])) - tok.packet_base, 1)
-    head_of = np.arange(tok.vocab_size)
-    logp = np.zeros(tok.vocab_size)
-    out = tok.packet_base  # the next free output
-    for d in range(2):
-        c = counts[d * width : (d + 1) * width]
-        lows = bucket_lows(c, per_direction)
-        bucket = np.searchsorted(lows, np.arange(width), side="right") - 1  # (width,) each length's bucket
-        mass = c + 1.0 / np.bincount(bucket)[bucket]
-        ids = slice(tok.packet_base + d * width, tok.packet_base + (d + 1) * width)
-        head_of[ids] = out + bucket
-        logp[ids] = np.log(mass / np.bincount(bucket, weights=mass)[bucket])
-        out += len(lows)
-    head_of[tok.packet_end :] = out + np.arange(tok.n_lengths)
-    return torch.from_numpy(head_of), torch.from_numpy(logp).float()

@@ -92,7 +92,7 @@ class FlowModel(nn.Module):
     position, and two heads, the next packet token (tied to the token embedding: most of the parameters at this size)
     and the next inter-arrival bin.
 
-    With `cfg.head_size` the model works on head outputs, not ids (train/lengths.py `length_head`): each special and
+    With `cfg.head_size` the model works on head outputs, not ids (runtime/lengths.py `LengthHead`): each special and
     class id is an output of its own, the packet ids of one (direction, length bucket) share one. The token table has
     a row per output; an id is embedded as its output's row, and its logit is its output's plus log P(id | output), a
     table of the training lengths. The model sees buckets only, in training as in generation (fed exact lengths, it
@@ -116,7 +116,7 @@ class FlowModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def set_head(self, head_of: torch.Tensor, head_logp: torch.Tensor) -> None:
-        """Install the tables of a factorised head (train/lengths.py `length_head`)."""
+        """Install the tables of a factorised head (runtime/lengths.py `LengthHead`)."""
         with torch.no_grad():
             self.head_of.copy_(head_of)
             self.head_logp.copy_(head_logp)

@@ -37,7 +37,7 @@ from .checkpoint import Model, build_model, check_out, save_run
 from ..runtime.settings import TrainConfig
 from .data import IGNORE, batches, encode_all, targets
 from .engine import TorchEngine
-from .lengths import length_head, plain_state, share_lengths
+from .lengths import plain_state, share_lengths
 
 
 def ema_update(decay: float):
@@ -147,12 +147,12 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def new_model(model_type: str, tok: Tokenizer, mc: dict | None, c: TrainConfig, device: str,
-              head: tuple[torch.Tensor, torch.Tensor] | None = None) -> Model:
-    """A fresh model with the options of `c` that shape it; `head` = a factorised head's tables (`length_head`)."""
-    model = build_model(model_type, tok, {**(mc or {}), "head_size": int(head[0].max()) + 1} if head else mc)
-    if head:
-        model.set_head(*head)
+def new_model(model_type: str, tok: Tokenizer, mc: dict | None, c: TrainConfig, device: str) -> Model:
+    """A fresh model with the options of `c` that shape it, and the tokenizer's factorised head where it has one."""
+    h = tok.head
+    model = build_model(model_type, tok, {**(mc or {}), "head_size": h.size} if h else mc)
+    if h:
+        model.set_head(torch.from_numpy(h.head_of), torch.from_numpy(h.logp).float())
     share_lengths(model, tok, c.length_scales)
     return model.to(device)
 
@@ -196,13 +196,12 @@ def fit(model: Model, flows: list[Flow], seqs, tok: Tokenizer, c: TrainConfig, d
 
 
 def refit(flows: list[Flow], out: str | Path, model_type: str, mc: dict | None, tok: Tokenizer, c: TrainConfig,
-          device: str, best: dict, meta: dict, per_class: dict[str, int], log,
-          head: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+          device: str, best: dict, meta: dict, per_class: dict[str, int], log) -> None:
     """Train a fresh model on every flow, validation slice included, for the epochs the checkpoint rule chose, and
     write it over the chosen checkpoint. A small class then keeps every flow it has; the copy rate can no longer be
     held against a natural rate, so it is measured against all flows and logged."""
     torch.manual_seed(c.seed)
-    model = new_model(model_type, tok, mc, c, device, head)
+    model = new_model(model_type, tok, mc, c, device)
     for epoch, kept, _ in fit(model, flows, encode_all(flows, tok), tok, c, device, np.random.default_rng(c.seed)):
         if epoch == best["epoch"]:
             break
@@ -234,8 +233,9 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
     train_flows, val_flows = split_validation(flows, c)
     train_seqs, val_seqs = encode_all(train_flows, tok), encode_all(val_flows, tok)
     natural = metrics.copy_rate(train_flows, val_flows)
-    head = length_head(tok, train_flows, c.length_head) if c.length_head else None
-    model = new_model(model_type, tok, mc, c, device, head)
+    if c.length_head:
+        tok = tok.with_length_head(train_flows, c.length_head)
+    model = new_model(model_type, tok, mc, c, device)
     n_params = sum(v.numel() for v in plain_state(model).values())  # what the run holds (shared rows folded in)
     log(f"model: {model_type}, {n_params / 1e6:.2f} M parameters; {len(tok.classes)} classes; "
         f"{len(train_flows)} train / {len(val_flows)} validation flows; natural copy rate {natural:.2f}; {device}")
@@ -265,6 +265,6 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
         save_run(out, kept, tok, {**meta, "selected": best})
         log("warning: no epoch kept the copy rate at or below the natural rate; kept the last epoch")
     if c.refit:
-        refit(flows, out, model_type, mc, tok, c, device, best, meta, per_class, log, head)
+        refit(flows, out, model_type, mc, tok, c, device, best, meta, per_class, log)
     write_atomic(Path(out, "history.yaml"), lambda tmp: Path(tmp).write_text(yaml.safe_dump(history, sort_keys=False)))
     return {"selected": best, "history": history, "natural_copy_rate": natural, "params": n_params}
