@@ -117,11 +117,14 @@ def warm_up(engine: Engine, tok: Tokenizer, batch: int, length: int = LENGTH) ->
 
 # -- the peer: Hugging Face LlamaForCausalLM -------------------------------------------------------------------------
 def hf_llama(model):
-    """LlamaForCausalLM of our shape with our weights (no iat embedding/head: it has no equivalent there)."""
+    """LlamaForCausalLM of our shape with our weights (no iat embedding/head: it has no equivalent there). A factorised
+    head's table is expanded to a row per id (each id its bucket's row): the study's exact head, with our weights; only
+    the per-id log shares inside buckets have no place there."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     c = model.cfg
+    table = model.tok_emb.weight[model.head_of.long()] if c.head_size else model.tok_emb.weight
     hc = LlamaConfig(vocab_size=c.vocab_size, hidden_size=c.dim, intermediate_size=c.ffn_dim,
                      num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads, num_key_value_heads=c.n_heads,
                      max_position_embeddings=c.block_size, rms_norm_eps=c.norm_eps, rope_theta=c.rope_base,
@@ -129,8 +132,7 @@ def hf_llama(model):
                      bos_token_id=None, eos_token_id=EOS, pad_token_id=PAD, attention_dropout=0.0)
     hf = LlamaForCausalLM(hc).eval()
     d = c.dim
-    sd = {"model.embed_tokens.weight": model.tok_emb.weight, "model.norm.weight": model.norm.weight,
-          "lm_head.weight": model.tok_emb.weight}
+    sd = {"model.embed_tokens.weight": table, "model.norm.weight": model.norm.weight, "lm_head.weight": table}
     for i, layer in enumerate(model.layers):
         p = f"model.layers.{i}."
         w = layer.attn.wqkv.weight
@@ -159,7 +161,7 @@ def hf_mapping_error(model, hf, tok: Tokenizer) -> float:
         m.iat_emb.weight.zero_()
         g = torch.Generator().manual_seed(0)
         ids = torch.randint(tok.packet_base, tok.packet_end, (2, 9), generator=g)
-        ours = m(ids, torch.zeros_like(ids))[0]
+        ours = m(ids, torch.zeros_like(ids))[0] - (m.head_logp if m.cfg.head_size else 0)
         theirs = hf(input_ids=ids).logits
     return float((ours - theirs).abs().max())
 
@@ -233,8 +235,6 @@ def run_speed(path: str | Path | list, workdir: str | Path, batches=BATCHES, flo
             log(f"peer: skipped (HF LlamaForCausalLM is the peer of the LLaMA model; this is a {cfg['model_type']} run)")
         elif "quantization" in cfg:
             log("peer: skipped (give the fp32 run: HF gets the fp32 weights)")
-        elif cfg["model"].get("head_size"):
-            log("peer: skipped (a factorised token head has no HF LlamaForCausalLM equivalent)")
         else:
             model, tok = load_run(path)
             with PeakMemory() as mem:

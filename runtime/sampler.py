@@ -93,10 +93,13 @@ def generate_batch(
     ban = np.where(allowed, 0.0, -np.inf).astype(np.float32)
     if length:
         ban[EOS] = -np.inf
-    # With a length token, the first step draws the flow's length bucket (the one holding `length`, if forced).
+    # With a length token, the first step draws the flow's length bucket (the one holding `length`, if forced);
+    # without, the first packet, never <EOS>: every training flow has one.
     first = np.full(tok.vocab_size, -np.inf, dtype=np.float32)
     if tok.length_token:
         first[[tok.length_id(length)] if length else tok.length_ids()] = 0.0
+    else:
+        first[tok.packet_base : tok.packet_end] = 0.0
     out_t = np.full((b, n), EOS, dtype=np.int64)
     out_i = np.zeros((b, n), dtype=np.int64)
     live = np.arange(b)  # output rows still generating, in batch order
@@ -110,7 +113,7 @@ def generate_batch(
     lengths_u = rng.random((b, n)) if tok.head is not None else None
     for pos in range(n):
         u = uniforms[pos, live]
-        bias = first if tok.length_token and pos == 0 else ban
+        bias = first if pos == 0 else ban
         if in_graph:
             nxt, nbin, state = engine.sample_step(tokens, iats, state, u, s.temperature, bias)
         else:

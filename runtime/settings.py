@@ -182,11 +182,12 @@ class TrainConfig:
     # Most exact lengths occur once or never in a small corpus (train/lengths.py).
     length_scales: int = knob(0, "Coarse scales whose buckets of 4, 16, 64 ... bytes neighbouring payload lengths "
                                  "share while training (0 = each length on its own).", lo=0, hi=5)
-    # One output per exact length learns each of the ~1,000 lengths a direction takes from its few occurrences.
-    length_head: int = knob(0, "Factorised packet head: the model scores (direction, length bucket), with this many "
-                               "quantile buckets of the training lengths per direction, and the exact length is drawn "
-                               "from the training lengths inside the bucket (0 = one output per exact length).", lo=0,
-                            hi=Tokenizer.max_len + 1)
+    # One output per exact length learns each of the ~1,000 lengths a direction takes from its few occurrences
+    # (runtime/lengths.py; 128 against the exact head and 512: docs/benchmarks.md).
+    length_head: int = knob(128, "Factorised packet head: the model scores (direction, length bucket), with this "
+                                 "many quantile buckets of the training lengths per direction, and the exact length "
+                                 "is drawn from the class's training lengths inside the bucket (0 = one output per "
+                                 "exact length).", lo=0, hi=Tokenizer.max_len + 1)
     # Generated 64-packet flows ended before packet 10 in 55% of flows against 41% of real ones (runtime/tokenizer.py).
     length_token: bool = knob(False, "Each flow starts with a token for its length bucket, drawn before its first "
                                      "packet.")
@@ -199,4 +200,5 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check(self)
         if self.length_scales and self.length_head:
-            raise ValueError("length_scales, length_head: both share lengths between neighbours; choose one")
+            raise ValueError("length_scales, length_head: both share lengths between neighbours; choose one "
+                             "(--length-head 0 turns the factorised head off)")

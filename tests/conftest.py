@@ -53,6 +53,12 @@ def export_bundles(run: Path, root: Path) -> dict[str, Path]:
             for name in ("fp32", "int8")}
 
 
+def id_table_bytes(model, multiple: int = 1) -> int:
+    """Bytes of a factorised head's two id tables (int32 output and float32 log share per id, vocabulary padded to
+    `multiple`), which int8 leaves as they are: at the tests' tiny sizes they weigh as much as the weights."""
+    return 8 * (-(-model.cfg.vocab_size // multiple) * multiple) if model.cfg.head_size else 0
+
+
 @pytest.fixture(scope="session")
 def tiny_run(demo_split, tmp_path_factory) -> Path:
     """A run directory: TINY trained for 3 epochs on the shipped captures' training split (16 packets per flow)."""

@@ -19,7 +19,7 @@ from ..runtime.flows import Flow, write_atomic, write_flows
 from ..runtime.manifest import CONFIG, RUN_FORMAT, read_format, read_yaml, verify, write_manifest
 from ..runtime.tokenizer import Tokenizer
 from ..runtime.settings import MODEL_CONFIGS
-from .lengths import plain_state
+from .lengths import plain_params, plain_state
 from .mamba import Mamba
 from .model import Transformer
 from .quantize import flat_state, int8_names, quantize_model, restore_int8
@@ -69,8 +69,8 @@ def model_type(model: nn.Module) -> str:
 
 
 def save_run(run: str | Path, model: Model, tok: Tokenizer, extra: dict | None = None) -> None:
-    state = plain_state(model)  # what a plain model of the config holds: the count a user sees in `info`
-    write_run(run, state, {"model_type": model_type(model), "parameters": sum(v.numel() for v in state.values()),
+    state = plain_state(model)  # what a plain model of the config holds
+    write_run(run, state, {"model_type": model_type(model), "parameters": plain_params(model),
                            "model": model.cfg.to_dict(), "tokenizer": tok.to_dict(), **(extra or {})})
 
 

@@ -68,3 +68,10 @@ def plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
     if parametrize.is_parametrized(model.tok_emb):
         state["tok_emb.weight"] = model.tok_emb.weight
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+def plain_params(model: nn.Module) -> int:
+    """Parameters of the plain model (shared rows folded into the table); buffers such as a factorised head's id
+    tables are not parameters."""
+    buffers = {name for name, _ in model.named_buffers()}
+    return sum(v.numel() for k, v in plain_state(model).items() if k not in buffers)

@@ -37,7 +37,7 @@ from .checkpoint import Model, build_model, check_out, save_run
 from ..runtime.settings import TrainConfig
 from .data import IGNORE, batches, encode_all, targets
 from .engine import TorchEngine
-from .lengths import plain_state, share_lengths
+from .lengths import plain_params, share_lengths
 
 
 def ema_update(decay: float):
@@ -236,7 +236,7 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
     if c.length_head:
         tok = tok.with_length_head(train_flows, c.length_head)
     model = new_model(model_type, tok, mc, c, device)
-    n_params = sum(v.numel() for v in plain_state(model).values())  # what the run holds (shared rows folded in)
+    n_params = plain_params(model)
     log(f"model: {model_type}, {n_params / 1e6:.2f} M parameters; {len(tok.classes)} classes; "
         f"{len(train_flows)} train / {len(val_flows)} validation flows; natural copy rate {natural:.2f}; {device}")
 
