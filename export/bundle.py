@@ -64,7 +64,7 @@ def export_bundle(run: str | Path, out: str | Path, int8: bool = False, tensorrt
         }
         if tensorrt:
             cfg["tensorrt"] = {"file": PLAN, "precision": "fp16"}
-        (tmp / CONFIG).write_text(yaml.safe_dump(cfg, sort_keys=False))
+        (tmp / CONFIG).write_text(yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None))
         write_manifest(tmp, BUNDLE_FORMAT)
         tmp.chmod(0o755)
         if out.exists():  # an older bundle: move it aside, put the new one in place, then delete the old one

@@ -38,8 +38,9 @@ class Tokenizer:
     iat_min: float = 1e-6
     iat_max: float = 1800.0
     length_token: bool = False
-    # A factorised head's training packets (runtime/lengths.py): {"per_direction": K, "counts": {class: [[packet id,
-    # packets], ...]}}. `decode`, given uniforms, draws each exact length inside its bucket from the flow's class.
+    # A factorised head's training packets (runtime/lengths.py): {"per_direction": K, "counts": {class: [packet id,
+    # packets, packet id, packets, ...]}}. `decode`, given uniforms, draws each exact length inside its bucket from
+    # the flow's class.
     length_head: dict | None = field(default=None, hash=False)
     _edges: np.ndarray = field(init=False, repr=False, compare=False)
     _length_lows: np.ndarray = field(init=False, repr=False, compare=False)
@@ -70,7 +71,7 @@ class Tokenizer:
 
     def _fit_head(self, spec: object) -> LengthHead:
         """The head's tables from its config section, checked: a damaged one is a line naming what is wrong."""
-        want = "expected {per_direction: a whole number >= 1, counts: {class: [[packet id, packets], ...]}}"
+        want = "expected {per_direction: a whole number >= 1, counts: {class: [packet id, packets, ...]}}"
         if not isinstance(spec, dict) or set(spec) != {"per_direction", "counts"} or not isinstance(
                 spec["counts"], dict) or isinstance(spec["per_direction"], bool) or not isinstance(
                 spec["per_direction"], int) or spec["per_direction"] < 1:
@@ -102,7 +103,8 @@ class Tokenizer:
             row = counts[f.label]
             for i, m in zip(ids.tolist(), k.tolist()):
                 row[i] = row.get(i, 0) + m
-        spec = {"per_direction": per_direction, "counts": {c: sorted(map(list, v.items())) for c, v in counts.items()}}
+        spec = {"per_direction": per_direction,
+                "counts": {c: [x for pair in sorted(v.items()) for x in pair] for c, v in counts.items()}}
         return replace(self, length_head=spec)
 
     @property

@@ -59,7 +59,7 @@ def test_length_head_draws_each_class_its_own_lengths(demo_flows):
     tok = Tokenizer(classes=tuple(sorted({f.label for f in flows}))).with_length_head(flows, 16)
     h = tok.head
     assert Tokenizer.from_dict(yaml.safe_load(yaml.safe_dump(tok.to_dict()))) == tok
-    bad = {**tok.to_dict(), "length_head": {"per_direction": 16, "counts": {"nope": [[tok.packet_base, 1]]}}}
+    bad = {**tok.to_dict(), "length_head": {"per_direction": 16, "counts": {"nope": [tok.packet_base, 1]}}}
     with pytest.raises(ValueError, match="length_head: counts of class 'nope'"):
         Tokenizer.from_dict(bad)
     counts = np.zeros((tok.n_classes, tok.vocab_size))

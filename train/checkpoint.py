@@ -50,7 +50,7 @@ def write_run(run: str | Path, state: dict[str, torch.Tensor], cfg: dict, metada
     if flows:
         write_flows(run / FLOWS, flows)
         names.append(FLOWS)
-    write_atomic(run / CONFIG, lambda tmp: Path(tmp).write_text(yaml.safe_dump(cfg, sort_keys=False)))
+    write_atomic(run / CONFIG, lambda tmp: Path(tmp).write_text(yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)))
     write_manifest(run, RUN_FORMAT, names + [CONFIG])
 
 
