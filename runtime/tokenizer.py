@@ -7,6 +7,8 @@ without growing the packet vocabulary.
 Ids: 0 <PAD>, 1 <EOS>, 2 .. 2+C-1 class tokens, then packet tokens: upstream lengths 0..max_len, downstream 0..max_len,
 then (with `length_token`) one id per flow-length bucket. With it a flow is: class, its length bucket, packets, <EOS>:
 the model draws how long the flow will be before its first packet, so the early packets know whether it is long.
+With a factorised head (`length_head`, runtime/lengths.py) the model scores length buckets; `decode`, given a uniform
+per id, draws each exact length inside its bucket from the flow's class, and without them returns the ids' own.
 A payload longer than max_len (a jumbo frame, or a segmentation-offload super-packet in a capture taken on the
 sending host) is clipped to max_len: the tokenizer is exact for in-range flows and saturates above. What has no token
 is refused with a ValueError instead of becoming another token: a negative payload length (it would become another
@@ -17,7 +19,6 @@ negative or not finite.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-
 from typing import Iterable
 
 import numpy as np
