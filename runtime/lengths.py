@@ -7,13 +7,13 @@ message) is a bucket alone and keeps its exact probability; a grid caps a bucket
 length (8 bytes below 32), so that rare lengths share only with near neighbours.
 
 Inside a bucket there are two tables, both from the training packets:
-- class-blind, `head_tables`: the model's logit of an id is its bucket's plus log P(id | bucket), each id's share of the
+- class-blind, `logp`: the model's logit of an id is its bucket's plus log P(id | bucket), each id's share of the
   bucket's packets plus one packet spread evenly over the bucket's lengths, so a length never seen stays possible;
 - per class, `redraw`: generation keeps the bucket the model drew and draws the exact length from the flow's own
   class, its packets in that bucket plus CLASS_PRIOR pseudo-packets spread as the class-blind table. The model embeds
   buckets, not lengths, so what it generates next does not depend on which length was drawn: this is the model with a
-  per-class table, without a per-class input in its graph. (Class-blind, the redrawn lengths of real flows alone put
-  the 1-gram JSD at 1.36x its floor; per class, 1.04x.)
+  per-class table, without a per-class input in its graph. Real flows redrawn through the class-blind table move far
+  from real lengths' statistics; through the per-class one, hardly (docs/benchmarks.md, factorised packet head).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 GRID_MIN, GRID_STEP = 32, 1.25
-CLASS_PRIOR = 0.5  # pseudo-packets of the class-blind table in each class's table (2 measured the same)
+CLASS_PRIOR = 0.5  # pseudo-packets of the class-blind table in each class's table (2 did as well)
 
 
 def bucket_lows(counts: np.ndarray, per_direction: int) -> np.ndarray:
