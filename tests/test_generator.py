@@ -129,19 +129,20 @@ def test_flows_keep_their_randomness_when_others_end_early(tiny_run):
     model, tok = load_run(tiny_run)
     engine = TorchEngine(model)
 
-    class EndFirstRows(TorchEngine):  # the same model, but the first 16 of 40 flows end at their first step
-        first = True
+    class EndFirstRows(TorchEngine):  # the same model, but the first 16 of 40 flows end after their first packet
+        steps = 0
 
         def step(self, tokens, iats, state):
             logits, iat_logits, state = super().step(tokens, iats, state)
-            if self.first:
-                logits[:16], logits[:16, EOS], self.first = -np.inf, 0.0, False
+            self.steps += 1
+            if self.steps == 2:
+                logits[:16], logits[:16, EOS] = -np.inf, 0.0
             return logits, iat_logits, state
 
     counts = {c: 8 for c in tok.classes}
     a = [f for batch in generate(engine, tok, counts, seed=5) for f in batch]
     b = [f for batch in generate(EndFirstRows(model), tok, counts, seed=5) for f in batch]
-    assert not any(f.pl for f in b[:16]) and any(f.pl for f in a[:16])
+    assert all(len(f.pl) == 1 for f in b[:16]) and any(len(f.pl) > 1 for f in a[:16])
     assert [(f.pl, f.dir, f.iat) for f in a[16:]] == [(f.pl, f.dir, f.iat) for f in b[16:]]
 
 
