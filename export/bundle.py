@@ -7,10 +7,9 @@ import tempfile
 from pathlib import Path
 
 import onnx
-import yaml
 
 from ..runtime.bundle import MODEL, PLAN, is_bundle
-from ..runtime.manifest import BUNDLE_FORMAT, CONFIG, write_manifest
+from ..runtime.manifest import BUNDLE_FORMAT, CONFIG, write_manifest, yaml_text
 from ..train.checkpoint import load_run, read_config
 from .onnx import OPSET, SAMPLER_GROUP, add_sampler, export_onnx, gather_head_columns, pad_vocab, quantize_int8
 
@@ -64,7 +63,7 @@ def export_bundle(run: str | Path, out: str | Path, int8: bool = False, tensorrt
         }
         if tensorrt:
             cfg["tensorrt"] = {"file": PLAN, "precision": "fp16"}
-        (tmp / CONFIG).write_text(yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None))
+        (tmp / CONFIG).write_text(yaml_text(cfg))
         write_manifest(tmp, BUNDLE_FORMAT)
         tmp.chmod(0o755)
         if out.exists():  # an older bundle: move it aside, put the new one in place, then delete the old one

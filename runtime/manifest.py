@@ -82,12 +82,19 @@ def verify(root: str | Path, fmt: str, required: tuple[str, ...]) -> None:
             raise ManifestError(f"{root}/{name}: sha256 does not match {MANIFEST} (modified or corrupt)")
 
 
+def yaml_text(data: object) -> str:
+    """A run's or bundle's config as YAML: keys in their order, lists of scalars on one line (the length counts)."""
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
 def read_yaml(path: Path) -> object:
     """A YAML file's content; ValueError naming the file where it is not UTF-8 YAML."""
     import yaml
 
     try:
-        # libyaml's loader where PyYAML has it: a factorised head's length counts are ~100 KB of config
+        # libyaml's loader where PyYAML has it: a factorised head's length counts are tens of KB of config
         return yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (UnicodeDecodeError, yaml.YAMLError) as e:
         raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None

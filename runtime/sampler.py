@@ -109,7 +109,7 @@ def generate_batch(
     # Each flow's uniforms are fixed by its row and position up front, so a flow that ends earlier in one engine than
     # in another (and so changes which rows are still running) does not re-deal the randomness of every other flow.
     uniforms = rng.random((n, b, 2), dtype=np.float32)
-    # a factorised head's exact lengths are drawn after the model's buckets, one more uniform per id (runtime/lengths.py)
+    # a factorised head's exact lengths are drawn after the model's buckets: one more uniform per id
     lengths_u = rng.random((b, n)) if tok.head is not None else None
     for pos in range(n):
         u = uniforms[pos, live]

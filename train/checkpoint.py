@@ -10,13 +10,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..runtime.flows import Flow, write_atomic, write_flows
-from ..runtime.manifest import CONFIG, RUN_FORMAT, read_format, read_yaml, verify, write_manifest
+from ..runtime.manifest import CONFIG, RUN_FORMAT, read_format, read_yaml, verify, write_manifest, yaml_text
 from ..runtime.tokenizer import Tokenizer
 from ..runtime.settings import MODEL_CONFIGS
 from .lengths import plain_params, plain_state
@@ -50,7 +49,7 @@ def write_run(run: str | Path, state: dict[str, torch.Tensor], cfg: dict, metada
     if flows:
         write_flows(run / FLOWS, flows)
         names.append(FLOWS)
-    write_atomic(run / CONFIG, lambda tmp: Path(tmp).write_text(yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)))
+    write_atomic(run / CONFIG, lambda tmp: Path(tmp).write_text(yaml_text(cfg)))
     write_manifest(run, RUN_FORMAT, names + [CONFIG])
 
 

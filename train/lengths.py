@@ -15,14 +15,10 @@ the runtime see the same model as without sharing.
 
 from __future__ import annotations
 
-from typing import Iterable
-
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..runtime.flows import Flow
 from ..runtime.tokenizer import Tokenizer
 
 SCALE_BASE = 4  # bucket widths 4, 16, 64, ... bytes
