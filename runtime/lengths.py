@@ -48,9 +48,9 @@ class LengthHead:
 
     head_of: np.ndarray  # (vocab,) int64: each id's head output
     logp: np.ndarray  # (vocab,) float64: log P(id | its output), class-blind
-    # per class and packet id: the index of the id's output among the packet outputs, plus the cumulative P(id | output)
-    # of the class inside the output: increasing along each row, so one searchsorted draws every packet of a flow
-    keys: np.ndarray  # (n_classes, packets) float64
+    # per class and packet id, flattened: (class x packet outputs + the id's output among them) plus the cumulative
+    # P(id | output) of the class inside the output; increasing, so one searchsorted draws every packet of a batch
+    keys: np.ndarray  # (n_classes * packets,) float64
     bucket: np.ndarray  # (packets,) int64: each packet id's (offset's) output among the packet outputs
     first: np.ndarray  # (packets,) int64: the first and last packet id (offset) of each id's output
     last: np.ndarray
@@ -86,21 +86,24 @@ class LengthHead:
         before = np.concatenate([np.zeros((len(cum), 1)), cum[:, :-1]], axis=1)  # cumulative before each id
         first = np.searchsorted(bucket, bucket)
         last = np.searchsorted(bucket, bucket, side="right") - 1
-        return cls(head_of, logp, bucket + cum - before[:, first], bucket, first, last, packet_base)
+        keys = bucket + cum - before[:, first] + n_buckets * np.arange(len(counts))[:, None]
+        return cls(head_of, logp, keys.ravel(), bucket, first, last, packet_base)
 
     @property
     def size(self) -> int:
         """Head outputs."""
         return int(self.head_of.max()) + 1
 
-    def redraw(self, ids: np.ndarray, class_index: int, u: np.ndarray) -> np.ndarray:
-        """Packet ids -> ids of the same outputs, drawn from the class's table with one uniform in [0, 1) per id (u);
-        other ids pass unchanged."""
+    def redraw(self, ids: np.ndarray, classes: np.ndarray | int, u: np.ndarray) -> np.ndarray:
+        """Packet ids (rows, n) or (n,) -> ids of the same outputs, each drawn from its row's class table (`classes`:
+        (rows,) class indices, or one) with its uniform in [0, 1) (u, shaped as ids); other ids pass unchanged."""
         ids = np.asarray(ids, dtype=np.int64)
+        c = np.broadcast_to(np.asarray(classes)[..., None] if np.ndim(classes) else classes, ids.shape)
         off = ids - self.packet_base
         packet = (off >= 0) & (off < len(self.last))
-        off = off[packet]
-        pick = np.searchsorted(self.keys[class_index], self.bucket[off] + u[packet], side="right")
+        off, c = off[packet], c[packet]
+        packets, n_buckets = len(self.last), int(self.bucket[-1]) + 1
+        pick = np.searchsorted(self.keys, c * n_buckets + self.bucket[off] + u[packet], side="right") - c * packets
         pick = np.clip(pick, self.first[off], self.last[off])  # where rounding crossed the output's edge
         out = ids.copy()
         out[packet] = self.packet_base + pick

@@ -131,7 +131,9 @@ def generate_batch(
             live, nxt, nbin, done = live[keep], nxt[keep], nbin[keep], done[keep]
             state = engine.select(state, keep)
         tokens, iats = nxt[:, None], nbin[:, None]
-    return [tok.decode(out_t[r], out_i[r], labels[r], None if lengths_u is None else lengths_u[r]) for r in range(b)]
+    if tok.head is not None:
+        out_t = tok.head.redraw(out_t, np.array([tok.classes.index(c) for c in labels]), lengths_u)
+    return [tok.decode(out_t[r], out_i[r], labels[r]) for r in range(b)]
 
 
 def generate(

@@ -7,8 +7,8 @@ without growing the packet vocabulary.
 Ids: 0 <PAD>, 1 <EOS>, 2 .. 2+C-1 class tokens, then packet tokens: upstream lengths 0..max_len, downstream 0..max_len,
 then (with `length_token`) one id per flow-length bucket. With it a flow is: class, its length bucket, packets, <EOS>:
 the model draws how long the flow will be before its first packet, so the early packets know whether it is long.
-With a factorised head (`length_head`, runtime/lengths.py) the model scores length buckets; `decode`, given a uniform
-per id, draws each exact length inside its bucket from the flow's class, and without them returns the ids' own.
+With a factorised head (`length_head`, runtime/lengths.py) the model scores length buckets and the sampler draws each
+exact length inside its bucket from the flow's class (`head.redraw`); `decode` returns the ids' own lengths.
 A payload longer than max_len (a jumbo frame, or a segmentation-offload super-packet in a capture taken on the
 sending host) is clipped to max_len: the tokenizer is exact for in-range flows and saturates above. What has no token
 is refused with a ValueError instead of becoming another token: a negative payload length (it would become another
@@ -40,8 +40,7 @@ class Tokenizer:
     iat_max: float = 1800.0
     length_token: bool = False
     # A factorised head's training packets (runtime/lengths.py): {"per_direction": K, "counts": {class: [packet id,
-    # packets, packet id, packets, ...]}}. `decode`, given uniforms, draws each exact length inside its bucket from
-    # the flow's class.
+    # packets, packet id, packets, ...]}}, from which `head` draws each exact length inside its bucket per class.
     length_head: dict | None = field(default=None, hash=False)
     _edges: np.ndarray = field(init=False, repr=False, compare=False)
     _length_lows: np.ndarray = field(init=False, repr=False, compare=False)
@@ -220,13 +219,10 @@ class Tokenizer:
             bins[first] = 0  # the first packet has no predecessor
         return toks, bins
 
-    def decode(self, toks: np.ndarray, bins: np.ndarray, label: str, u: np.ndarray | None = None) -> Flow:
+    def decode(self, toks: np.ndarray, bins: np.ndarray, label: str) -> Flow:
         """Generated ids (without the class token; a leading length id is skipped) -> Flow; stops at the first
-        non-packet token. With a factorised head and `u` (a uniform per id), each exact length is drawn inside its
-        bucket from the class's training lengths."""
+        non-packet token."""
         toks, bins = np.asarray(toks), np.asarray(bins)
-        if self._head is not None and u is not None:
-            toks = self._head.redraw(toks, self.classes.index(label), u)
         if len(toks) and toks[0] >= self.packet_end:
             toks, bins = toks[1:], bins[1:]
         stop = np.flatnonzero(~self.is_packet(toks))

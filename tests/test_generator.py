@@ -51,8 +51,7 @@ def test_tokenizer_clips_oversized_payloads():
 def test_length_head_draws_each_class_its_own_lengths(demo_flows):
     """A factorised head keeps the bucket the model drew and draws the exact length inside it from the flow's class
     (runtime/lengths.py): where two classes' training lengths in a bucket differ, each draws in its own shares. The
-    counts survive the config round trip; a damaged config is a line naming the section; without uniforms decode is
-    exact."""
+    counts survive the config round trip; a damaged config is a line naming the section; decode stays exact."""
     import yaml
 
     flows = [f for f in demo_flows[0] if f.pl]
@@ -80,9 +79,11 @@ def test_length_head_draws_each_class_its_own_lengths(demo_flows):
     gap, members, a, b = best
     assert gap > 0.5 and len(members) > 1
     rng = np.random.default_rng(0)
-    for c in (a, b):
-        drawn = h.redraw(np.full(4000, members[-1]), c, rng.random(4000))
-        assert np.isin(drawn, members).all()
+    u = rng.random((2, 4000))
+    both = h.redraw(np.full((2, 4000), members[-1]), np.array([a, b]), u)  # a batch: each row its own class
+    for row, c in enumerate((a, b)):
+        drawn = h.redraw(np.full(4000, members[-1]), c, u[row])
+        assert (drawn == both[row]).all() and np.isin(drawn, members).all()
         share = np.bincount(drawn - members[0], minlength=len(members)) / 4000
         assert np.abs(share - counts[c, members] / counts[c, members].sum()).max() < 0.05
     f = next(f for f in flows if len(f.pl) > 3)
