@@ -15,7 +15,6 @@ from typing import Any, Callable
 
 from ..runtime.bundle import load_bundle
 from ..runtime.flows import Flow
-from ..runtime.sampler import Sampling
 from .classifier import (Classifier, OnnxClassifier, OnnxModel, Scored, counts, fit_forest, held_out_f1,
                          holdout_split, save_classifier)
 from .config import ApplianceConfig
@@ -86,8 +85,7 @@ class Augmenter:
         if self._engine is None:
             self._engine = load_bundle(cfg.bundle, "cpu", threads=cfg.augment.threads)
         engine, tok = self._engine
-        g = cfg.generator
-        synthetic = generate_flows(engine, tok, need, Sampling(g.temperature, g.top_k, g.top_p), g.batch_size,
+        synthetic = generate_flows(engine, tok, need, cfg.generator.sampling, cfg.generator.batch_size,
                                    cfg.augment.seed)
         st.synthetic = counts(synthetic)
         # Two recipes judged on the same held-out real flows, both fitted without them: the real flows alone

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from ..runtime.ingest import Assembly
 from ..runtime.metrics import TREES
+from ..runtime.sampler import Sampling
 
 TOKEN_ENV = "NTG_EDGE_TOKEN"
 
@@ -38,7 +39,13 @@ class GeneratorConfig(_Section):
     temperature: float = Field(1.0, gt=0, le=5)
     top_k: int = Field(0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
+    stratified: bool = Field(True, description="Each class's flows in a batch from one Sobol' point set "
+                                               "(runtime/sampler.py); false = independent draws.")
     max_flows: int = Field(100_000, ge=1, description="Most flows one generate request may ask for.")
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(self.temperature, self.top_k, self.top_p, self.stratified)
 
 
 class ClassifierConfig(_Section):

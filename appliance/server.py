@@ -32,7 +32,6 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__
 from ..runtime.bundle import load_bundle, read_bundle_config
 from ..runtime.flows import Flow, read_flows, validate
-from ..runtime.sampler import Sampling
 from .augment import Augmenter, Busy
 from .classifier import Classifier, OnnxClassifier, predict, train_classifier
 from .config import ApplianceConfig
@@ -285,10 +284,6 @@ class Appliance:
         self.classifier = new
         self._publish_classifier()
 
-    def sampling(self, temperature: float | None = None) -> Sampling:
-        g = self.cfg.generator
-        return Sampling(g.temperature if temperature is None else temperature, g.top_k, g.top_p)
-
 
 # ------------------------------------------------------------------------------------------------ errors
 def _where(loc: tuple) -> str:
@@ -492,7 +487,7 @@ def create_app(appliance: Appliance) -> FastAPI:
         counts = apportion(req.n, mix)
         if req.length is not None and req.length > a.tok.max_packets:
             raise _bad("length", f"{req.length} exceeds the bundle's {a.tok.max_packets} packets per flow")
-        flows = await run_in_threadpool(generate_flows, a.engine, a.tok, counts, a.sampling(),
+        flows = await run_in_threadpool(generate_flows, a.engine, a.tok, counts, cfg.generator.sampling,
                                         cfg.generator.batch_size, req.seed, req.length)
         tel.count_generated([f.label for f in flows])
         if req.format == "parquet":
@@ -529,7 +524,7 @@ def create_app(appliance: Appliance) -> FastAPI:
         if length is not None and length > a.tok.max_packets:
             raise _bad("length", f"{length} exceeds the bundle's {a.tok.max_packets} packets per flow")
         size = batch or cfg.generator.batch_size
-        sampling = a.sampling()
+        sampling = cfg.generator.sampling
         stop = None if count is None else start + count
 
         def make(index: int) -> list[tuple[str, str]]:

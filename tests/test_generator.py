@@ -147,6 +147,31 @@ def test_flows_keep_their_randomness_when_others_end_early(tiny_run):
     assert [(f.pl, f.dir, f.iat) for f in a[16:]] == [(f.pl, f.dir, f.iat) for f in b[16:]]
 
 
+def test_stratified_draws_give_a_class_its_first_buckets_in_the_model_proportions(tiny_run):
+    """Each class's flows in a batch take their uniforms from one shifted Sobol' set (runtime/sampler.py `deal`): of
+    64 flows, the count that starts in each length bucket is within 2 of 64 x the model's probability; independent
+    draws stray further. Each flow on its own is still uniform: the first draw of one row over many seeds."""
+    from scipy.stats import kstest
+
+    from ntg_edge.runtime.sampler import deal
+
+    model, tok = load_run(tiny_run)
+    engine, c, h = TorchEngine(model), tok.classes[0], tok.head
+    logits = engine.step(np.array([[tok.class_token(c)]]), np.zeros((1, 1), dtype=np.int64), None)[0][0]
+    p = np.exp(logits[tok.packet_base : tok.packet_end] - logits[tok.packet_base : tok.packet_end].max())
+    expected = 64 * np.bincount(h.head_of[tok.packet_base : tok.packet_end], p / p.sum(), h.size)
+
+    def stray(stratified: bool, seed: int) -> float:
+        flows = next(generate(engine, tok, {c: 64}, Sampling(stratified=stratified), seed=seed))
+        first = tok.packet_tokens(np.array([f.dir[0] for f in flows]), np.array([f.pl[0] for f in flows]))
+        return np.abs(np.bincount(h.head_of[first], minlength=h.size) - expected).max()
+
+    assert max(stray(True, seed) for seed in range(3)) < 2
+    assert max(stray(False, seed) for seed in range(3)) >= 2
+    rows = np.array([deal(["a"] * 32, 4, 2, np.random.default_rng(s), True)[5, 3] for s in range(500)])
+    assert min(kstest(rows[:, i], "uniform").pvalue for i in range(2)) > 1e-3
+
+
 def test_metrics_floor_and_ceiling(demo_split):
     train_flows, test_flows = demo_split
     same = metrics.fidelity(test_flows, test_flows, train=test_flows)
