@@ -235,6 +235,17 @@ def test_checkpoint_rule_stops_after_patience_without_progress():
     assert not any(never.update(r)[0] for r in _rows((0.9, 0.3, 1.0), (0.95, 0.2, 0.9))) and never.best is None
 
 
+def test_checkpoint_rule_scores_an_epoch_by_its_window():
+    """With a window of 3 a lone spike no longer wins: epoch 2's 0.9 averages to 0.7, below epoch 5's run of 0.8s."""
+    rows = _rows((0.6, 0.1, 3.0), (0.9, 0.1, 2.9), (0.6, 0.1, 2.8), (0.8, 0.1, 2.7), (0.8, 0.1, 2.6), (0.8, 0.1, 2.5))
+    plain, windowed = CheckpointRule(0.5, patience=10), CheckpointRule(0.5, patience=10, window=3)
+    for r in rows:
+        plain.update(dict(r))
+        windowed.update(r)
+    assert plain.best["epoch"] == 2
+    assert windowed.best["epoch"] == 6 and [r["val_score"] for r in rows[:2]] == [0.6, 0.75]
+
+
 def test_generation_is_valid_and_seeded(tiny_run):
     model, tok = load_run(tiny_run)
     counts = {c: 30 for c in tok.classes}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
@@ -119,18 +119,22 @@ def split_validation(flows: list[Flow], c: TrainConfig) -> tuple[list[Flow], lis
 class CheckpointRule:
     """The module docstring's rule, epoch by epoch: `update(row)` -> (keep this epoch's weights, stop training).
 
-    An epoch is kept when its copy rate is at or below the natural rate and its validation TSTR beats every kept
-    epoch's; training stops after `patience` epochs in which neither happened nor validation loss reached a new low.
+    An epoch is kept when its copy rate is at or below the natural rate and its score beats every kept epoch's; its
+    score (`row["val_score"]`, set here) is the mean validation TSTR of the last `window` epochs, itself included.
+    Training stops after `patience` epochs in which neither happened nor validation loss reached a new low.
     """
 
-    def __init__(self, natural_copy_rate: float, patience: int) -> None:
+    def __init__(self, natural_copy_rate: float, patience: int, window: int = 1) -> None:
         self.natural, self.patience = natural_copy_rate, patience
         self.best: dict | None = None
         self.best_loss, self.stale = float("inf"), 0
+        self.recent: deque[float] = deque(maxlen=window)
 
     def update(self, row: dict) -> tuple[bool, bool]:
+        self.recent.append(row["val_tstr"])
+        row["val_score"] = float(np.mean(self.recent))
         improved = row["val_copy_rate"] <= self.natural and (self.best is None or
-                                                             row["val_tstr"] > self.best["val_tstr"])
+                                                             row["val_score"] > self.best["val_score"])
         if improved:
             self.best = row
         self.stale = 0 if improved or row["val_loss"] < self.best_loss else self.stale + 1
@@ -244,7 +248,7 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
     per_class = {k: min(c.val_flows_per_class, max(v, 10)) for k, v in n_class.items()}
     meta = {"train": asdict(c), "natural_copy_rate": natural}
 
-    history, rule = [], CheckpointRule(natural, c.patience)
+    history, rule = [], CheckpointRule(natural, c.patience, c.val_window)
     for epoch, kept, epoch_s in fit(model, train_flows, train_seqs, tok, c, device, rng):
         vl = val_loss(kept, val_seqs, tok, device)
         syn = [f for b in generate(TorchEngine(kept), tok, per_class, seed=c.seed) for f in b]
@@ -255,8 +259,8 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
         improved, stop = rule.update(row)
         if improved:
             save_run(out, kept, tok, {**meta, "selected": row})
-        log(f"epoch {epoch:3d}  val loss {vl:.3f}  val TSTR {vscore:.3f}  copy {vcopy:.2f}"
-            f"{'' if vcopy <= natural else ' (> natural)'}  {epoch_s:.1f} s{'  *' if improved else ''}")
+        log(f"epoch {epoch:3d}  val loss {vl:.3f}  val TSTR {vscore:.3f} (mean {row['val_score']:.3f})  "
+            f"copy {vcopy:.2f}{'' if vcopy <= natural else ' (> natural)'}  {epoch_s:.1f} s{'  *' if improved else ''}")
         if stop:
             break
     best = rule.best
