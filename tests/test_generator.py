@@ -218,7 +218,7 @@ def _rows(*scores):
 
 
 def test_checkpoint_rule_keeps_the_best_eligible_epoch():
-    rule = CheckpointRule(natural_copy_rate=0.5, patience=10)
+    rule = CheckpointRule(natural_copy_rate=0.5, patience=10, window=1)
     rows = _rows((0.6, 0.2, 3.0), (0.8, 0.7, 2.9), (0.7, 0.5, 2.8), (0.75, 0.4, 2.7), (0.74, 0.1, 2.6))
     kept = [rule.update(r)[0] for r in rows]
     # epoch 2 has the best TSTR but copies more than the natural rate; equal to the natural rate is allowed
@@ -226,19 +226,19 @@ def test_checkpoint_rule_keeps_the_best_eligible_epoch():
 
 
 def test_checkpoint_rule_stops_after_patience_without_progress():
-    rule = CheckpointRule(natural_copy_rate=0.5, patience=2)
+    rule = CheckpointRule(natural_copy_rate=0.5, patience=2, window=1)
     rows = _rows((0.6, 0.1, 3.0), (0.5, 0.1, 2.5), (0.5, 0.1, 2.6), (0.5, 0.1, 2.7), (0.9, 0.1, 1.0))
     stops = [rule.update(r)[1] for r in rows[:4]]
     # epoch 2 lowers the loss (progress), epochs 3 and 4 neither lower it nor beat TSTR 0.6
     assert stops == [False, False, False, True] and rule.best["epoch"] == 1
-    never = CheckpointRule(natural_copy_rate=0.0, patience=5)
+    never = CheckpointRule(natural_copy_rate=0.0, patience=5, window=1)
     assert not any(never.update(r)[0] for r in _rows((0.9, 0.3, 1.0), (0.95, 0.2, 0.9))) and never.best is None
 
 
 def test_checkpoint_rule_scores_an_epoch_by_its_window():
     """With a window of 3 a lone spike no longer wins: epoch 2's 0.9 averages to 0.7, below epoch 5's run of 0.8s."""
     rows = _rows((0.6, 0.1, 3.0), (0.9, 0.1, 2.9), (0.6, 0.1, 2.8), (0.8, 0.1, 2.7), (0.8, 0.1, 2.6), (0.8, 0.1, 2.5))
-    plain, windowed = CheckpointRule(0.5, patience=10), CheckpointRule(0.5, patience=10, window=3)
+    plain, windowed = CheckpointRule(0.5, patience=10, window=1), CheckpointRule(0.5, patience=10, window=3)
     for r in rows:
         plain.update(dict(r))
         windowed.update(r)

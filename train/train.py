@@ -4,11 +4,12 @@ Why not the validation-loss optimum: on small traffic corpora it under-fits the 
 a prototype) while training long enough to lift TSTR starts copying training flows. So a slice of the training flows
 is held out; after every epoch the model generates flows for each class, a forest trained on them is scored on the
 held-out slice (validation TSTR), and the copy rate of those flows is measured against the training flows. The kept
-checkpoint is the best validation TSTR among epochs whose copy rate stays at or below the natural rate (the share of
-held-out real flows that equal a training flow; the synthetic rate weighs each class by its share of those flows, as
-the natural rate does, though validation draws classes more evenly). Training stops when neither validation loss nor
-that score has improved for `patience` epochs. Everything after the optimizer step (validation, generation, the saved
-checkpoint) uses an exponential moving average of the weights, not the raw iterate (see TrainConfig.ema_horizon).
+checkpoint is the best validation TSTR, averaged over the epoch and the `val_window` - 1 before it, among epochs whose
+copy rate stays at or below the natural rate (the share of held-out real flows that equal a training flow; the
+synthetic rate weighs each class by its share of those flows, as the natural rate does, though validation draws
+classes more evenly). Training stops when neither validation loss nor that score has improved for `patience` epochs.
+Everything after the optimizer step (validation, generation, the saved checkpoint) uses an exponential moving average
+of the weights, not the raw iterate (see TrainConfig.ema_horizon).
 With `refit`, a second model is then trained on every flow for the kept epoch's count and saved instead.
 """
 
@@ -124,7 +125,7 @@ class CheckpointRule:
     Training stops after `patience` epochs in which neither happened nor validation loss reached a new low.
     """
 
-    def __init__(self, natural_copy_rate: float, patience: int, window: int = 1) -> None:
+    def __init__(self, natural_copy_rate: float, patience: int, window: int) -> None:
         self.natural, self.patience = natural_copy_rate, patience
         self.best: dict | None = None
         self.best_loss, self.stale = float("inf"), 0
