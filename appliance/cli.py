@@ -211,9 +211,9 @@ def train(ctx, flows, model_type, out, **kw) -> None:
         raise click.ClickException(f"{flows}: {e}") from None
     sel = summary["selected"]
     window = f", mean of {config.val_window} epochs {sel['val_score']:.3f}" if config.val_window > 1 else ""
-    click.echo(f"kept epoch {sel['epoch']} (val TSTR {sel['val_tstr']:.3f}{window}, copy rate {sel['val_copy_rate']:.2f} "
-               f"<= natural {summary['natural_copy_rate']:.2f}){', refit on every flow' if kw.get('refit') else ''}"
-               f" -> {out}")
+    refit = ", refit on every flow" if kw.get("refit") else ""
+    click.echo(f"kept epoch {sel['epoch']} (val TSTR {sel['val_tstr']:.3f}{window}, copy rate "
+               f"{sel['val_copy_rate']:.2f} <= natural {summary['natural_copy_rate']:.2f}){refit} -> {out}")
 
 
 def _fit_baseline(ctx: click.Context, flows: str, name: str, out: str, settings: dict, loop: dict) -> None:
