@@ -210,7 +210,7 @@ def train(ctx, flows, model_type, out, **kw) -> None:
     except ValueError as e:
         raise click.ClickException(f"{flows}: {e}") from None
     sel = summary["selected"]
-    window = f", mean of {config.val_window} epochs {sel['val_score']:.3f}" if config.val_window > 1 else ""
+    window = f", mean of {sel['val_window']} epochs {sel['val_score']:.3f}" if sel["val_window"] > 1 else ""
     refit = ", refit on every flow" if kw.get("refit") else ""
     click.echo(f"kept epoch {sel['epoch']} (val TSTR {sel['val_tstr']:.3f}{window}, copy rate "
                f"{sel['val_copy_rate']:.2f} <= natural {summary['natural_copy_rate']:.2f}){refit} -> {out}")

@@ -47,7 +47,9 @@ def _config_lines(kind: str, cfg: dict) -> list[str]:
     if kind == "bundle":
         lines.append(f"source run  {(cfg.get('source') or {}).get('run', 'unknown')}")
     if sel:
-        lines.append(f"chosen      epoch {sel['epoch']}: val TSTR {sel['val_tstr']:.3f}, copy rate "
+        # runs trained before the checkpoint window scored an epoch by its own TSTR
+        mean = f" (mean of {sel['val_window']} epochs {sel['val_score']:.3f})" if sel.get("val_window", 1) > 1 else ""
+        lines.append(f"chosen      epoch {sel['epoch']}: val TSTR {sel['val_tstr']:.3f}{mean}, copy rate "
                      f"{sel['val_copy_rate']:.2f}, val loss {sel['val_loss']:.3f}")
     refit = cfg.get("refit") or (cfg.get("source") or {}).get("refit")
     if refit:

@@ -166,8 +166,8 @@ class TrainConfig:
     val_fraction: float = knob(0.15, "Share of the training flows held out for the checkpoint rule.", lo=0, hi=1,
                                lo_open=True, hi_open=True)
     val_flows_per_class: int = knob(60, "Synthetic flows per class generated for validation TSTR.", lo=1)
-    # Validation TSTR jumps by +-0.03 between epochs, while the weight average changes slowly (ema_horizon); a lone
-    # spike kept one training's epoch 53 and, through patience, ended it at 68 (docs/benchmarks.md).
+    # Validation TSTR jumps between epochs more than the weight average changes (ema_horizon): a lone spike would
+    # win the rule and, through patience, end training early (docs/benchmarks.md#checkpoint-window).
     val_window: int = knob(3, "Epochs whose validation TSTR the checkpoint rule averages (the epoch itself and those "
                               "before it).", lo=1)
     # Small classes are where a generator fails first, and macro-F1 weighs them like large ones.

@@ -223,6 +223,7 @@ def test_edge_install_says_what_a_folder_is(tiny_run, tiny_bundles, tmp_path):
         assert res.returncode != 0 and "Traceback" not in res.stderr and "ntg-edge[train]" in res.stderr, res.stderr
     res = _without_torch(tmp_path, "info", tiny_run)  # info reads configs only: it works without torch
     assert res.returncode == 0 and "parameters" in res.stdout, res.stderr
+    assert "epoch 3: val TSTR" in res.stdout and "(mean of 3 epochs" in res.stdout  # 3 epochs: only the last scored
 
 
 def test_damage_behind_a_rewritten_manifest(tiny_run, tiny_bundles, real_files, tmp_path):

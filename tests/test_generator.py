@@ -236,14 +236,20 @@ def test_checkpoint_rule_stops_after_patience_without_progress():
 
 
 def test_checkpoint_rule_scores_an_epoch_by_its_window():
-    """With a window of 3 a lone spike no longer wins: epoch 2's 0.9 averages to 0.7, below epoch 5's run of 0.8s."""
+    """With a window of 3 a lone spike no longer wins: epoch 3's window (0.6, 0.9, 0.6) averages 0.7, below epoch 6's
+    run of 0.8s; epochs 1 and 2, without 3 epochs behind them, are scored but never kept, not even the 0.9 of epoch 1."""
     rows = _rows((0.6, 0.1, 3.0), (0.9, 0.1, 2.9), (0.6, 0.1, 2.8), (0.8, 0.1, 2.7), (0.8, 0.1, 2.6), (0.8, 0.1, 2.5))
     plain, windowed = CheckpointRule(0.5, patience=10, window=1), CheckpointRule(0.5, patience=10, window=3)
     for r in rows:
         plain.update(dict(r))
         windowed.update(r)
     assert plain.best["epoch"] == 2
-    assert windowed.best["epoch"] == 6 and [r["val_score"] for r in rows[:2]] == [0.6, 0.75]
+    assert windowed.best["epoch"] == 6
+    assert [r["val_score"] for r in rows[:3]] == pytest.approx([0.6, 0.75, 0.7])
+    assert [r["val_window"] for r in rows[:3]] == [1, 2, 3]
+    early = CheckpointRule(0.5, patience=10, window=3)
+    kept = [early.update(r)[0] for r in _rows((0.9, 0.1, 3.0), (0.6, 0.1, 2.9), (0.6, 0.1, 2.8), (1.0, 0.1, 2.7))]
+    assert kept == [False, False, True, True] and early.best["epoch"] == 4
 
 
 def test_generation_is_valid_and_seeded(tiny_run):

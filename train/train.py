@@ -121,7 +121,8 @@ class CheckpointRule:
     """The module docstring's rule, epoch by epoch: `update(row)` -> (keep this epoch's weights, stop training).
 
     An epoch is kept when its copy rate is at or below the natural rate and its score beats every kept epoch's; its
-    score (`row["val_score"]`, set here) is the mean validation TSTR of the last `window` epochs, itself included.
+    score (`row["val_score"]`, set here with `row["val_window"]`, the epochs it averages) is the mean validation TSTR
+    of the last `window` epochs, itself included, and only an epoch with `window` epochs behind it is scored, lest a spike in the first ones stand unbeaten.
     Training stops after `patience` epochs in which neither happened nor validation loss reached a new low.
     """
 
@@ -133,9 +134,9 @@ class CheckpointRule:
 
     def update(self, row: dict) -> tuple[bool, bool]:
         self.recent.append(row["val_tstr"])
-        row["val_score"] = float(np.mean(self.recent))
-        improved = row["val_copy_rate"] <= self.natural and (self.best is None or
-                                                             row["val_score"] > self.best["val_score"])
+        row["val_score"], row["val_window"] = float(np.mean(self.recent)), len(self.recent)
+        improved = (len(self.recent) == self.recent.maxlen and row["val_copy_rate"] <= self.natural
+                    and (self.best is None or row["val_score"] > self.best["val_score"]))
         if improved:
             self.best = row
         self.stale = 0 if improved or row["val_loss"] < self.best_loss else self.stale + 1
@@ -249,7 +250,8 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
     per_class = {k: min(c.val_flows_per_class, max(v, 10)) for k, v in n_class.items()}
     meta = {"train": asdict(c), "natural_copy_rate": natural}
 
-    history, rule = [], CheckpointRule(natural, c.patience, c.val_window)
+    # a run shorter than the window scores its last epoch by all of them
+    history, rule = [], CheckpointRule(natural, c.patience, min(c.val_window, c.epochs))
     for epoch, kept, epoch_s in fit(model, train_flows, train_seqs, tok, c, device, rng):
         vl = val_loss(kept, val_seqs, tok, device)
         syn = [f for b in generate(TorchEngine(kept), tok, per_class, seed=c.seed) for f in b]
@@ -260,7 +262,8 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
         improved, stop = rule.update(row)
         if improved:
             save_run(out, kept, tok, {**meta, "selected": row})
-        log(f"epoch {epoch:3d}  val loss {vl:.3f}  val TSTR {vscore:.3f} (mean {row['val_score']:.3f})  "
+        mean = f" (mean {row['val_score']:.3f})" if row["val_window"] > 1 else ""
+        log(f"epoch {epoch:3d}  val loss {vl:.3f}  val TSTR {vscore:.3f}{mean}  "
             f"copy {vcopy:.2f}{'' if vcopy <= natural else ' (> natural)'}  {epoch_s:.1f} s{'  *' if improved else ''}")
         if stop:
             break
