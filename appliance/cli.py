@@ -302,7 +302,7 @@ def generate(ctx, model_path, n_per_class, counts_from, scale, classes, batch_si
     """Generate labelled synthetic flows from a trained run or a bundle; the same seed gives the same flows.
 
     A baseline's run (train --model cvae, gasf, smote or fast_retransmit) samples with its own method: the sampling
-    options (temperature, top-k, top-p), --batch-size and --device are refused for it."""
+    options (temperature, top-k, top-p, stratified), --batch-size and --device are refused for it."""
     from tqdm import tqdm
 
     from ..runtime.sampler import generate as sample_flows
@@ -315,9 +315,10 @@ def generate(ctx, model_path, n_per_class, counts_from, scale, classes, batch_si
     _check_out(out)
     name = baseline_name(model_path)
     if name:
-        for k in SAMPLER_ONLY:
-            if _given(ctx, k):
-                raise click.UsageError(f"--{k.replace('_', '-')}: an option of llama and mamba runs and bundles; "
+        for p in ctx.command.params:
+            if p.name in SAMPLER_ONLY and _given(ctx, p.name):
+                flag = "/".join(p.opts + p.secondary_opts)  # a switch is named by both its forms
+                raise click.UsageError(f"{flag}: an option of llama and mamba runs and bundles; "
                                        f"{model_path} is a {name} baseline run")
         try:  # CVAE and GASF need torch, SMOTE imbalanced-learn
             baseline = load_baseline(model_path)

@@ -6,10 +6,11 @@ turns pydantic's report into one line naming the key. Command-line options overr
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -33,14 +34,19 @@ class ServerConfig(_Section):
     drain_seconds: float = Field(5.0, gt=0, le=60, description="On SIGTERM, how long in-flight requests may finish.")
 
 
+def _sampling_field(name: str, **limits: float) -> Any:
+    """A sampling setting as a config field, its default and help text those of runtime/sampler.py's `Sampling`."""
+    f = next(f for f in dataclasses.fields(Sampling) if f.name == name)
+    return Field(f.default, description=f.metadata["help"], **limits)
+
+
 class GeneratorConfig(_Section):
     threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads of the generator serving generate/stream.")
     batch_size: int = Field(1024, ge=1, le=4096, description="Flows per batch of generate and the default stream batch.")
-    temperature: float = Field(1.0, gt=0, le=5)
-    top_k: int = Field(0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    stratified: bool = Field(True, description="Each class's flows in a batch from one Sobol' point set "
-                                               "(runtime/sampler.py); false = independent draws.")
+    temperature: float = _sampling_field("temperature", gt=0, le=5)
+    top_k: int = _sampling_field("top_k", ge=0)
+    top_p: float = _sampling_field("top_p", gt=0, le=1)
+    stratified: bool = _sampling_field("stratified")
     max_flows: int = Field(100_000, ge=1, description="Most flows one generate request may ask for.")
 
     @property

@@ -5,8 +5,9 @@ padding mask is needed; rows that finished are dropped from the batch (and from 
 accumulate, since flow lengths are heavy-tailed and a batch would otherwise run at full width until its longest flow
 ends.
 
-Randomness is one uniform per flow, position and stream (packet, inter-arrival bin), dealt here up front and turned
-into an id by inverse-CDF lookup. An engine that samples inside its own graph (`engine.samples`: the ONNX bundles, see
+Randomness is one uniform per flow, position and stream (packet, inter-arrival bin, and a factorised head's exact
+length), dealt here up front (`deal`: by default each class's flows in a batch share one shifted Sobol' set) and
+turned into an id by inverse-CDF lookup. An engine that samples inside its own graph (`engine.samples`: the ONNX bundles, see
 export/onnx.py `add_sampler`) receives the same uniforms, so for the same seed and the same logits it picks the same
 ids as `sample` below, and at batch 1024 the logits never leave the engine.
 """
@@ -31,8 +32,8 @@ class Sampling:
     temperature: float = knob(1.0, "Sampling temperature (1 = the model's distribution).", lo=0, lo_open=True)
     top_k: int = knob(0, "Keep the k most likely ids (0 = off).", lo=0)
     top_p: float = knob(1.0, "Keep the smallest set of ids whose mass reaches p (1 = off).", lo=0, hi=1, lo_open=True)
-    # A few dozen independent draws of a class land unevenly on its modes (resampling the real flows loses 7% of
-    # their F1 that way); a Sobol' set keeps each flow's own distribution and spreads the set evenly (`deal`).
+    # A few dozen independent draws of a class land unevenly on its modes (a resample of the real flows loses F1
+    # that way, docs/benchmarks.md); a Sobol' set keeps each flow's own distribution and spreads the set evenly.
     stratified: bool = knob(True, "Deal the uniforms of each class's flows in a batch as one Sobol' point set "
                                   "instead of independently.")
 
@@ -83,6 +84,10 @@ def sample(logits: np.ndarray, s: Sampling, u: np.ndarray, bias: np.ndarray | No
     return np.minimum((cdf <= u.reshape(-1, 1) * cdf[:, -1:]).sum(axis=1), p.shape[1] - 1)
 
 
+SOBOL_POINTS, SOBOL_DIMS, SOBOL_BITS = 1024, 1024, 30  # a power of two of points: a Sobol' set's balanced size
+ONE_BELOW = np.nextafter(np.float32(1), np.float32(0))
+
+
 def deal(labels: list[str], steps: int, streams: int, rng: np.random.Generator, stratified: bool) -> np.ndarray:
     """(len(labels), steps, streams) uniforms in [0, 1): independent, or with `stratified` the rows of each label one
     Sobol' point set over the first (steps x streams) dimensions, position by position, so that the draws which split
@@ -93,10 +98,10 @@ def deal(labels: list[str], steps: int, streams: int, rng: np.random.Generator, 
     flat = u.reshape(len(labels), -1)
     dims = min(flat.shape[1], SOBOL_DIMS)  # later dimensions stay independent
     base = sobol_base()[:, :dims]
-    names, rows = np.unique(np.array(labels), return_inverse=True)
-    for k in range(len(names)):
+    rows = np.unique(np.array(labels), return_inverse=True)[1]
+    for k in range(rows.max() + 1):
         idx = np.flatnonzero(rows == k)
-        for chunk in np.array_split(idx, -(-len(idx) // len(base))):
+        for chunk in np.array_split(idx, -(-len(idx) // SOBOL_POINTS)):
             if len(chunk) > 1:  # one shifted point is one independent draw
                 shift = rng.integers(0, 2**SOBOL_BITS, dims, dtype=np.uint32)
                 x = ((base[: len(chunk)] ^ shift) + rng.random((len(chunk), dims))) * 2.0**-SOBOL_BITS
@@ -104,18 +109,17 @@ def deal(labels: list[str], steps: int, streams: int, rng: np.random.Generator, 
     return u
 
 
-SOBOL_DIMS, SOBOL_BITS = 1024, 30
-ONE_BELOW = np.nextafter(np.float32(1), np.float32(0))
-
-
 @functools.cache
 def sobol_base() -> np.ndarray:
-    """(1024, SOBOL_DIMS) Sobol' points as 30-bit integers (4 MB), scrambled once with a fixed seed: scrambling fixes
-    the poor low-dimensional projections of the raw sequence; the randomness of a draw is the shift `deal` adds."""
-    from scipy.stats import qmc  # here: scipy.stats takes a second to import, and a CLI that never samples needs none
+    """(SOBOL_POINTS, SOBOL_DIMS) Sobol' points as SOBOL_BITS-bit integers (4 MB), scrambled once with a fixed seed:
+    scrambling fixes the poor low-dimensional projections of the raw sequence; the randomness of a draw is the shift
+    `deal` adds. The scramble is scipy's, so a seed's flows are the same wherever scipy's Sobol' is."""
+    from scipy.stats import qmc  # here: scipy.stats is slow to import, and a CLI that never samples needs none
 
-    pts = qmc.Sobol(SOBOL_DIMS, scramble=True, bits=SOBOL_BITS, seed=0).random_base2(10)
-    return (pts * 2.0**SOBOL_BITS).astype(np.uint32)
+    pts = qmc.Sobol(SOBOL_DIMS, scramble=True, bits=SOBOL_BITS, seed=0).random(SOBOL_POINTS)
+    base = (pts * 2.0**SOBOL_BITS).astype(np.uint32)
+    base.setflags(write=False)  # cached and shared by every call
+    return base
 
 
 def generate_batch(

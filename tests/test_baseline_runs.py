@@ -85,6 +85,7 @@ def test_a_damaged_run_and_sampler_options_are_refused(name, runs, tmp_path):
     fails(["generate", damaged, "--out", tmp_path / "x.parquet"], held.name, "sha256")
     fails(["generate", runs[name], "--top-k", 5, "--out", tmp_path / "x.parquet"], "--top-k", name)
     fails(["generate", runs[name], "--batch-size", 8, "--out", tmp_path / "x.parquet"], "--batch-size")
+    fails(["generate", runs[name], "--no-stratified", "--out", tmp_path / "x.parquet"], "--no-stratified", name)
 
 
 def test_options_and_commands_that_are_not_a_baselines(runs, real_files, tmp_path):

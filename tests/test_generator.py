@@ -172,6 +172,29 @@ def test_stratified_draws_give_a_class_its_first_buckets_in_the_model_proportion
     assert min(kstest(rows[:, i], "uniform").pvalue for i in range(2)) > 1e-3
 
 
+def test_deal_splits_each_class_evenly_in_every_dimension_it_stratifies():
+    """A class of 2**k rows gets one Sobol' net per dimension: floor(u * 2**k) takes every value once, whatever its rows'
+    places in the batch; a class of more than 1024 rows is dealt in sets of at most 1024, dimensions past 1024 are
+    independent, a lone row is dealt too, and every uniform is a float32 below 1."""
+    from ntg_edge.runtime.sampler import SOBOL_DIMS, SOBOL_POINTS, deal
+
+    labels = ["a", "b"] * 16 + ["c"] + ["d"] * 2 * SOBOL_POINTS
+    steps, streams = 600, 2  # 1,200 dimensions
+    u = deal(labels, steps, streams, np.random.default_rng(0), True)
+    assert u.shape == (len(labels), steps, streams) and u.dtype == np.float32 and 0 <= u.min() and u.max() < 1
+    flat = u.reshape(len(labels), -1)
+    rows = {k: np.flatnonzero(np.array(labels) == k) for k in "abd"}
+    for dim in (0, 1, 517, SOBOL_DIMS - 1):
+        for k in "ab":
+            assert sorted(np.floor(flat[rows[k], dim] * 16)) == list(range(16))
+        # each set of 1024 puts 16 rows in each of 64 cells (not 1 in each of 1024: float32 may round a value up
+        # across so fine a boundary)
+        for half in (rows["d"][:SOBOL_POINTS], rows["d"][SOBOL_POINTS:]):
+            assert (np.bincount(np.floor(flat[half, dim] * 64).astype(int), minlength=64) == 16).all()
+    # past the Sobol' dimensions, 16 independent draws fill 16 cells one each with odds of 16!/16**16, about 1e-6
+    assert len(set(np.floor(flat[rows["a"], SOBOL_DIMS + 5] * 16))) < 16
+
+
 def test_metrics_floor_and_ceiling(demo_split):
     train_flows, test_flows = demo_split
     same = metrics.fidelity(test_flows, test_flows, train=test_flows)
