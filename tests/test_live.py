@@ -23,6 +23,8 @@ from test_server import make_appliance
 
 HOST_IP, PEER_IP = "10.213.77.1", "10.213.77.2"  # a /30 that exists only between this test's veth pair
 HTTP_PORT, DNS_PORT, FLUSH_PORT = 8053, 5353, 5999
+# the flows' idle timeout: long enough that a server slowed by a busy machine does not split a connection in two
+IDLE_S = 3.0
 
 _SERVERS = f"""
 import http.server, socket, threading
@@ -94,7 +96,7 @@ def test_live_capture_sees_and_classifies_the_traffic_made(veth, tiny_bundles, r
     iface, _ = veth
     app_ = make_appliance(tiny_bundles["int8"], tmp_path / "clf", real_files["train"],
                           capture={"interface": iface, "bpf": f"host {PEER_IP}", "classify_at": 4,
-                                   "idle_timeout": 1.0})
+                                   "idle_timeout": IDLE_S})
     with TestClient(create_app(app_)) as c:
         time.sleep(0.5)  # let the capture open before the traffic starts
         made: set[tuple[int, int, int]] = set()  # (client port, server port, protocol)
@@ -110,7 +112,7 @@ def test_live_capture_sees_and_classifies_the_traffic_made(veth, tiny_bundles, r
                 s.sendto(_dns_query(f"host{i}.example.test", 100 + i), (PEER_IP, DNS_PORT))
                 assert s.recv(2048)[:2] == struct.pack("!H", 100 + i)
                 made.add((s.getsockname()[1], DNS_PORT, 17))
-        time.sleep(1.5)  # past the idle timeout: the next packet ends the UDP flows
+        time.sleep(IDLE_S + 0.5)  # past the idle timeout: the next packet ends the UDP flows
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # the flush packet: a flow that stays open
             s.sendto(b"flush", (PEER_IP, FLUSH_PORT))
         deadline = time.monotonic() + 10
@@ -121,7 +123,7 @@ def test_live_capture_sees_and_classifies_the_traffic_made(veth, tiny_bundles, r
         live = c.get("/v1/live", params={"recent": 100}).json()
         metrics = c.get("/v1/metrics").text
     assert live["enabled"] and live["running"] and live["error"] is None
-    assert live["flows_seen"] == len(made) == 9 and live["unclassified"] == 0
+    assert live["flows_seen"] == len(made) == 9 and live["unclassified"] == 0, live["recent"]
     seen = {(p["src_port"], p["dst_port"], p["protocol"]) for p in live["recent"]}
     assert seen == made
     by_proto = {6: [], 17: []}
