@@ -7,9 +7,9 @@ ends.
 
 Randomness is one uniform per flow, position and stream (packet, inter-arrival bin, and a factorised head's exact
 length), dealt here up front (`deal`: by default each class's flows in a batch share one shifted Sobol' set) and
-turned into an id by inverse-CDF lookup. An engine that samples inside its own graph (`engine.samples`: the ONNX bundles, see
-export/onnx.py `add_sampler`) receives the same uniforms, so for the same seed and the same logits it picks the same
-ids as `sample` below, and at batch 1024 the logits never leave the engine.
+turned into an id by inverse-CDF lookup. An engine that samples inside its own graph (`engine.samples`: the ONNX
+bundles, see export/onnx.py `add_sampler`) receives the same uniforms, so for the same seed and the same logits it
+picks the same ids as `sample` below, and at batch 1024 the logits never leave the engine.
 """
 
 from __future__ import annotations

@@ -173,8 +173,8 @@ def test_stratified_draws_give_a_class_its_first_buckets_in_the_model_proportion
 
 
 def test_deal_splits_each_class_evenly_in_every_dimension_it_stratifies():
-    """A class of 2**k rows gets one Sobol' net per dimension: floor(u * 2**k) takes every value once, whatever its rows'
-    places in the batch; a class of more than 1024 rows is dealt in sets of at most 1024, dimensions past 1024 are
+    """A class of 2**k rows gets one Sobol' net per dimension: floor(u * 2**k) takes every value once, wherever its
+    rows are in the batch; a class of more than 1024 rows is dealt in sets of at most 1024, dimensions past 1024 are
     independent, a lone row is dealt too, and every uniform is a float32 below 1."""
     from ntg_edge.runtime.sampler import SOBOL_DIMS, SOBOL_POINTS, deal
 
@@ -260,7 +260,7 @@ def test_checkpoint_rule_stops_after_patience_without_progress():
 
 def test_checkpoint_rule_scores_an_epoch_by_its_window():
     """With a window of 3 a lone spike no longer wins: epoch 3's window (0.6, 0.9, 0.6) averages 0.7, below epoch 6's
-    run of 0.8s; epochs 1 and 2, without 3 epochs behind them, are scored but never kept, not even the 0.9 of epoch 1."""
+    run of 0.8s; epochs 1 and 2, without a full window, are scored but never kept, not even the 0.9 of epoch 1."""
     rows = _rows((0.6, 0.1, 3.0), (0.9, 0.1, 2.9), (0.6, 0.1, 2.8), (0.8, 0.1, 2.7), (0.8, 0.1, 2.6), (0.8, 0.1, 2.5))
     plain, windowed = CheckpointRule(0.5, patience=10, window=1), CheckpointRule(0.5, patience=10, window=3)
     for r in rows:

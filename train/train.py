@@ -122,8 +122,9 @@ class CheckpointRule:
 
     An epoch is kept when its copy rate is at or below the natural rate and its score beats every kept epoch's; its
     score (`row["val_score"]`, set here with `row["val_window"]`, the epochs it averages) is the mean validation TSTR
-    of the last `window` epochs, itself included, and only an epoch with `window` epochs behind it is scored, lest a spike in the first ones stand unbeaten.
-    Training stops after `patience` epochs in which neither happened nor validation loss reached a new low.
+    of the last `window` epochs, itself included. Only an epoch with a full window may be kept, lest a spike in the
+    first epochs stand unbeaten. Training stops after `patience` epochs in which neither happened nor validation loss
+    reached a new low.
     """
 
     def __init__(self, natural_copy_rate: float, patience: int, window: int) -> None:
