@@ -8,9 +8,11 @@ closes the flow and opens a new one with that packet.
 TCP FIN/RST end a flow (`tcp_end`, the default; `tcp_end=False` / `--no-tcp-end` gives NFStream's behaviour, where only
 the timeouts end a flow):
 - an RST ends the flow, and the RST packet belongs to it;
-- once both endpoints have sent a FIN the flow is closing: the next packet of its key, if it is a pure ACK (no payload,
-  no SYN/FIN/RST) from the endpoint that did not send the last FIN, belongs to the flow and ends it; any other packet
-  ends the flow before it and starts a new flow as usual;
+- a FIN ends the flow once it is acknowledged and so is the other endpoint's FIN: the packet whose acknowledgement
+  number covers the later of the two belongs to the flow and ends it. Sequence numbers, not packet order, tell when
+  both are acknowledged: when both ends close at once their FINs cross and each is acknowledged by its own pure ACK;
+- while both endpoints have sent a FIN, a SYN ends the flow before it and starts a new one (the port reused after a
+  close whose last ACK was not captured);
 - an ended flow is yielded at once (bounded memory on live capture), and any later packet with the same key starts a
   new flow: a reused port, or stray retransmissions after the close (short flows, which the benchmark's >= 3 packet
   filter drops).
@@ -46,24 +48,26 @@ LabelFrom = Literal["folder", "file"]
 FlowKey = tuple  # (file, protocol, (ip, port), (ip, port)) with the two endpoints in canonical order
 
 
-_FIN, _SYN, _RST = 0x01, 0x02, 0x04
+_FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
+_SEQ_MASK, _SEQ_HALF = 0xFFFFFFFF, 1 << 31  # TCP sequence space: compare modulo 2^32
 _TCP = 6
 
 
 class _Open:
     """A flow being assembled; `last` is the time of its latest packet, `nf_first` the first packet time of the
     NFStream flow it is part of, `continues` whether it continues the previous flow of its key as NFStream would see
-    it, `fins` which endpoints sent a FIN (1 src, 2 dst) and `last_fin_up` whether the latest FIN came from src."""
+    it, `fin_next` the acknowledgement number that covers each endpoint's FIN ([src, dst], None until it sends one)
+    and `fins_acked` which of them have been acknowledged (1 src's, 2 dst's)."""
 
-    __slots__ = ("flow", "last", "nf_first", "continues", "fins", "last_fin_up")
+    __slots__ = ("flow", "last", "nf_first", "continues", "fin_next", "fins_acked")
 
     def __init__(self, flow: Flow, last: float, nf_first: float, continues: bool) -> None:
         self.flow = flow
         self.last = last
         self.nf_first = nf_first
         self.continues = continues
-        self.fins = 0
-        self.last_fin_up = False
+        self.fin_next: list[int | None] = [None, None]
+        self.fins_acked = 0
 
 
 @dataclass(frozen=True)
@@ -117,15 +121,11 @@ def _assemble(
                 del table[key]
                 yield o.flow, o.continues
                 o = None
-            elif o.fins == 3:  # closing: only a pure ACK from the endpoint that did not send the last FIN joins it
-                up = p.src == o.flow.src_ip and p.sport == o.flow.src_port
-                if p.proto == _TCP and not p.pl and not p.flags & (_SYN | _FIN | _RST) and up != o.last_fin_up:
-                    end = True
-                else:
-                    del table[key]
-                    ended[key] = (o.last, o.nf_first)
-                    yield o.flow, o.continues
-                    o = None
+            elif p.flags & _SYN and None not in o.fin_next:  # both ends closed: the port reused
+                del table[key]
+                ended[key] = (o.last, o.nf_first)
+                yield o.flow, o.continues
+                o = None
         if o is None:
             gone = ended.pop(key, None)
             continues = gone is not None and p.ts - gone[0] < idle_timeout and p.ts - gone[1] < active_timeout
@@ -146,12 +146,17 @@ def _assemble(
             table.move_to_end(key)
         if on_packet is not None:
             on_packet(o.flow)
-        if tcp_end and p.proto == _TCP and p.flags & (_FIN | _RST):
+        if tcp_end and p.proto == _TCP:
             if p.flags & _RST:
                 end = True
             else:
-                o.fins |= 1 if up else 2
-                o.last_fin_up = up
+                mine, theirs = (0, 1) if up else (1, 0)
+                if p.flags & _FIN:  # the FIN takes one sequence number, after the payload
+                    o.fin_next[mine] = (p.seq + p.pl + 1) & _SEQ_MASK
+                their_fin = o.fin_next[theirs]
+                if p.flags & _ACK and their_fin is not None and (p.ack - their_fin) & _SEQ_MASK < _SEQ_HALF:
+                    o.fins_acked |= 1 << theirs  # acknowledges their FIN (or beyond it, modulo 2^32)
+                    end = o.fins_acked == 3
         if end:  # yielded at once, so a closed connection costs no memory until the idle timeout
             del table[key]
             ended[key] = (p.ts, o.nf_first)

@@ -40,6 +40,7 @@ GTP_U_PORT = 2152
 
 _H = struct.Struct("!H")
 _HH = struct.Struct("!HH")
+_HHII = struct.Struct("!HHII")
 _POLL = 0.01  # seconds between reads of a quiet live interface
 
 
@@ -56,6 +57,8 @@ class Packet(NamedTuple):
     flags: int  # TCP flags byte (0 for UDP)
     vlan: int = 0  # innermost VLAN id, 0 if untagged
     tunnel: int = NO_TUNNEL
+    seq: int = 0  # TCP sequence number (0 for UDP)
+    ack: int = 0  # TCP acknowledgement number (0 for UDP)
 
 
 class CaptureError(ValueError):
@@ -160,9 +163,9 @@ def _decode_ip(data: bytes, off: int, ts: float, vlan: int, tunnel: int) -> Pack
         if proto == TCP:
             if l4len < 20:
                 return "bad IP length"
-            sport, dport = _HH.unpack_from(data, l4)
+            sport, dport, seq, ack = _HHII.unpack_from(data, l4)
             doff = (data[l4 + 12] >> 4) * 4
-            return Packet(ts, src, sport, dst, dport, TCP, max(0, l4len - doff), data[l4 + 13], vlan, tunnel)
+            return Packet(ts, src, sport, dst, dport, TCP, max(0, l4len - doff), data[l4 + 13], vlan, tunnel, seq, ack)
         if proto == UDP:
             if l4len < 8:
                 return "bad IP length"
