@@ -44,10 +44,12 @@ def runs(real_files, tmp_path_factory) -> dict[str, Path]:
 
 
 def same_flows(a: list, b: list) -> bool:
-    """Same labels, directions and lengths; the same gaps to float precision (sampling runs on one thread in
-    `generate`, on the fitting threads in memory)."""
+    """Same labels, directions and lengths; the same gaps to float32 precision as a decoder's gap reaches it.
+    Sampling runs on one thread in `generate`, on the fitting threads in memory, so a float32 output differs in its
+    last bits; a gap is 10 ** (8 decades × output) (the cvae's), which multiplies that relative error by about 18,
+    and subtracting the 1 us floor multiplies it again for gaps near the floor: 2e-5 relative, or a nanosecond."""
     return [(f.label, f.dir, f.pl) for f in a] == [(f.label, f.dir, f.pl) for f in b] and all(
-        np.allclose(f.iat, g.iat, rtol=1e-6, atol=1e-12) for f, g in zip(a, b))
+        np.allclose(f.iat, g.iat, rtol=2e-5, atol=1e-9) for f, g in zip(a, b))
 
 
 @pytest.mark.parametrize("name", list(TINY))

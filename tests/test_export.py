@@ -281,7 +281,7 @@ def test_factorised_head_shares_lengths_and_exports(model_type, flows, tmp_path)
     """--length-head: the head scores (direction, length bucket); an id's logit is its bucket's plus the training
     lengths' log share inside the bucket, so ids of one bucket keep fixed odds whatever the flow. Frequent lengths are
     buckets alone; the run quantizes, exports, and generates through the in-graph sampler the flows torch generates,
-    but where float rounding picks a neighbouring length."""
+    but where float rounding picks another length of the bucket or the next bucket."""
     import onnx
     from conftest import TINY, export_bundles
     from test_mamba import TINY_MAMBA
@@ -330,9 +330,11 @@ def test_factorised_head_shares_lengths_and_exports(model_type, flows, tmp_path)
     got, _ = _stepwise(step, toks, bins)
     assert np.abs(got[..., : tok.vocab_size] - ref).max() < 1e-3
     # A bucket spreads a little mass over lengths never seen in training: many ids of tiny probability, whose CDF
-    # steps are within float32 rounding of each other, so the in-graph sampler's grouped sums pick a neighbouring
-    # length where numpy's running sum picks this one more often than with one output per length; after that the
-    # flow goes its own way. Every first difference must be such a neighbour.
+    # steps are within float32 rounding of each other, so the in-graph sampler's grouped sums pick another length of
+    # the same bucket where numpy's running sum picks this one more often than with one output per length. And the
+    # graph's logits differ from torch's in their last bits, so a uniform on the step between two buckets can pick
+    # the next bucket (the head's outputs are in length order), whose length is then drawn with a uniform of its own.
+    # After either the flow goes its own way. Every first difference must be in the same bucket or the next one over.
     counts = {c: 8 for c in tok.classes}
     want = [f for batch in generate(TorchEngine(model), tok, counts, seed=2) for f in batch]
     engine, btok = load_bundle(bundles["fp32"], "cpu")
@@ -341,7 +343,9 @@ def test_factorised_head_shares_lengths_and_exports(model_type, flows, tmp_path)
     assert same_flows(want, got_flows) > 0.8
     for x, y in zip(want, got_flows):
         i = next((i for i, (p, q) in enumerate(zip(zip(x.dir, x.pl), zip(y.dir, y.pl))) if p != q), None)
-        assert i is None or (x.dir[i] == y.dir[i] and abs(x.pl[i] - y.pl[i]) <= 8), (x.pl[i], y.pl[i])
+        if i is not None:
+            ids = tok.packet_tokens(np.array([x.dir[i], y.dir[i]]), np.array([x.pl[i], y.pl[i]]))
+            assert x.dir[i] == y.dir[i] and abs(int(head_of[ids[0]]) - int(head_of[ids[1]])) <= 1, (x.pl[i], y.pl[i])
     step, _ = load_bundle(bundles["int8"], "cpu")
     got, _ = _stepwise(step, toks, bins)
     p, q = (torch.from_numpy(x[..., : tok.vocab_size]).log_softmax(-1) for x in (ref, got))
