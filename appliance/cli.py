@@ -302,7 +302,7 @@ def generate(ctx, model_path, n_per_class, counts_from, scale, classes, batch_si
     """Generate labelled synthetic flows from a trained run or a bundle; the same seed gives the same flows.
 
     A baseline's run (train --model cvae, gasf, smote or fast_retransmit) samples with its own method: the sampling
-    options (temperature, top-k, top-p, stratified), --batch-size and --device are refused for it."""
+    options (temperature, top-k, top-p, stratified, guidance), --batch-size and --device are refused for it."""
     from tqdm import tqdm
 
     from ..runtime.sampler import generate as sample_flows

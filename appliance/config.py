@@ -47,11 +47,12 @@ class GeneratorConfig(_Section):
     top_k: int = _sampling_field("top_k", ge=0)
     top_p: float = _sampling_field("top_p", gt=0, le=1)
     stratified: bool = _sampling_field("stratified")
+    guidance: float = _sampling_field("guidance", ge=0, le=5)
     max_flows: int = Field(100_000, ge=1, description="Most flows one generate request may ask for.")
 
     @property
     def sampling(self) -> Sampling:
-        return Sampling(self.temperature, self.top_k, self.top_p, self.stratified)
+        return Sampling(self.temperature, self.top_k, self.top_p, self.stratified, self.guidance)
 
 
 class ClassifierConfig(_Section):

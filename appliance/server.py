@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__
 from ..runtime.bundle import load_bundle, read_bundle_config
 from ..runtime.flows import Flow, read_flows, validate
+from ..runtime.sampler import check_guidance
 from .augment import Augmenter, Busy
 from .classifier import Classifier, OnnxClassifier, predict, train_classifier
 from .config import ApplianceConfig
@@ -251,6 +252,7 @@ class Appliance:
             raise ValueError("bundle: no bundle given (--bundle or bundle: in the config)")
         self.bundle_config = read_bundle_config(cfg.bundle)
         self.engine, self.tok = load_bundle(cfg.bundle, "cpu", threads=cfg.generator.threads)
+        check_guidance(self.tok, cfg.generator.sampling)
         self.classes = list(self.tok.classes)
         self.classifier_dir = cfg.classifier.path or Path(os.environ.get("STATE_DIRECTORY", ".")) / "classifier"
         self.classifier: Classifier | None = self._open_classifier()

@@ -24,7 +24,7 @@ import numpy as np
 from .engine import Engine
 from .flows import Flow
 from .knobs import check, knob
-from .tokenizer import EOS, Tokenizer
+from .tokenizer import EOS, PAD, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,10 @@ class Sampling:
     # that way, docs/benchmarks.md); a Sobol' set keeps each flow's own distribution and spreads the set evenly.
     stratified: bool = knob(True, "Deal the uniforms of each class's flows in a batch as one Sobol' point set "
                                   "instead of independently.")
+    # Scores that hold what a class shares with every other (a big class's diffuse flows) train a classifier that
+    # gives the small classes' test flows to the big ones; guidance moves each flow towards what marks its class.
+    guidance: float = knob(0.0, "Classifier-free guidance g: scores = class + g x (class - any class), for a model "
+                                "trained with --class-dropout (0 = off).", lo=0)
 
     def __post_init__(self) -> None:
         check(self)
@@ -122,14 +126,24 @@ def sobol_base() -> np.ndarray:
     return base
 
 
+def check_guidance(tok: Tokenizer, s: Sampling) -> None:
+    """Guidance needs scores of flows of any class, which only a model trained with class dropout has."""
+    if s.guidance and not tok.any_class:
+        raise ValueError(f"guidance {s.guidance:g}: this model was trained without --class-dropout, so it has no "
+                         "scores for flows of any class to guide against (use guidance 0)")
+
+
 def generate_batch(
     engine: Engine, tok: Tokenizer, labels: list[str], s: Sampling, rng: np.random.Generator, length: int | None = None
 ) -> list[Flow]:
     """Sample one flow per entry of `labels` in a single batch; `length` forces exactly that many packets."""
+    check_guidance(tok, s)
     b = len(labels)
     n = min(length or tok.max_packets, tok.max_packets) + tok.length_token  # steps
-    tokens = np.array([[tok.class_token(c)] for c in labels], dtype=np.int64)
-    iats = np.zeros((b, 1), dtype=np.int64)
+    g = s.guidance
+    # with guidance, rows b .. 2b - 1 are the same flows without their class (<PAD>, as class dropout trained it)
+    tokens = np.array([[tok.class_token(c)] for c in labels] + [[PAD]] * (b if g else 0), dtype=np.int64)
+    iats = np.zeros((len(tokens), 1), dtype=np.int64)
     # A flow may end (<EOS>) or continue with a packet; <PAD>, class and length tokens are never generated there.
     allowed = np.zeros(tok.vocab_size, dtype=bool)
     allowed[EOS] = True
@@ -149,7 +163,7 @@ def generate_batch(
     live = np.arange(b)  # output rows still generating, in batch order
     done = np.zeros(b, dtype=bool)  # per batch row
     state = None
-    in_graph = engine.samples and s.top_k == 0 and s.top_p == 1.0
+    in_graph = engine.samples and s.top_k == 0 and s.top_p == 1.0 and not g
     # Each flow's uniforms are fixed by its row and position up front, so a flow that ends earlier in one engine than
     # in another (and so changes which rows are still running) does not re-deal the randomness of every other flow.
     # A factorised head's exact lengths are drawn after the model's buckets: one more uniform per position.
@@ -162,6 +176,8 @@ def generate_batch(
             nxt, nbin, state = engine.sample_step(tokens, iats, state, u, s.temperature, bias)
         else:
             logits, iat_logits, state = engine.step(tokens, iats, state)
+            if g:
+                logits, iat_logits = guide(logits, g), guide(iat_logits, g)
             nxt, nbin = sample(logits, s, u[:, 0], bias), sample(iat_logits, s, u[:, 1])
         if tok.length_token and pos == 0:
             nbin = np.zeros_like(nbin)  # a length token carries no gap, as in training
@@ -172,12 +188,19 @@ def generate_batch(
             break
         if done.sum() * 4 >= len(done):  # compact once a quarter of the batch has finished: copies stay rare
             keep = np.flatnonzero(~done)
+            rows = np.concatenate([keep, keep + len(done)]) if g else keep  # guided: both halves alike
             live, nxt, nbin, done = live[keep], nxt[keep], nbin[keep], done[keep]
-            state = engine.select(state, keep)
-        tokens, iats = nxt[:, None], nbin[:, None]
+            state = engine.select(state, rows)
+        tokens, iats = (np.tile(nxt, 2)[:, None], np.tile(nbin, 2)[:, None]) if g else (nxt[:, None], nbin[:, None])
     if tok.head is not None:
         out_t = tok.head.redraw(out_t, np.array([tok.classes.index(c) for c in labels]), lengths_u)
     return [tok.decode(out_t[r], out_i[r], labels[r]) for r in range(b)]
+
+
+def guide(scores: np.ndarray, g: float) -> np.ndarray:
+    """(2n, V) scores, conditional rows then the same rows without their class -> (n, V) guided scores."""
+    n = len(scores) // 2
+    return scores[:n] + g * (scores[:n] - scores[n:])
 
 
 def generate(

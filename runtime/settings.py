@@ -198,6 +198,9 @@ class TrainConfig:
     # The validation slice costs a 20-flow class 3 of its flows; the epoch count it chose carries over.
     refit: bool = knob(False, "After choosing the epoch, train again on every flow (validation slice included) for "
                               "that many epochs and keep that model.")
+    # Classifier-free guidance (runtime/sampler.py Sampling.guidance) needs the model without its class as well.
+    class_dropout: float = knob(0.0, "Share of training flows whose class token is hidden (<PAD>), so that the model "
+                                     "also learns flows of any class, for generate --guidance.", lo=0, hi=1, hi_open=True)
     seed: int = knob(0, "Random seed (data order, initialisation, validation draws).", lo=0, hi=SEED_MAX)
     device: str = knob("auto", "Where to train.", choices=("auto", "cpu", "cuda"))
 

@@ -39,6 +39,9 @@ class Tokenizer:
     iat_min: float = 1e-6
     iat_max: float = 1800.0
     length_token: bool = False
+    # The model also learnt flows whose class is hidden, <PAD> in the class slot (train --class-dropout): the scores
+    # that classifier-free guidance (runtime/sampler.py) steers a class away from.
+    any_class: bool = False
     # A factorised head's training packets (runtime/lengths.py): {"per_direction": K, "counts": {class: [packet id,
     # packets, packet id, packets, ...]}}, from which `head` draws each exact length inside its bucket per class.
     length_head: dict | None = field(default=None, hash=False)
@@ -59,8 +62,9 @@ class Tokenizer:
         if not (isinstance(self.iat_min, (int, float)) and isinstance(self.iat_max, (int, float))
                 and 0 < self.iat_min < self.iat_max < float("inf")):
             raise ValueError(f"iat_min, iat_max: expected 0 < iat_min < iat_max, got {self.iat_min!r}, {self.iat_max!r}")
-        if not isinstance(self.length_token, bool):
-            raise ValueError(f"length_token: expected true or false, got {self.length_token!r}")
+        for name in ("length_token", "any_class"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         edges = np.geomspace(self.iat_min, self.iat_max, self.iat_bins)  # edges[0] = iat_min
         object.__setattr__(self, "_edges", edges)
         # length buckets: lowest packet count of each, about sqrt(2) apart (1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45), and

@@ -6,6 +6,7 @@ cannot be imported at all.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ from ntg_edge.runtime.manifest import MANIFEST
 from ntg_edge.runtime.flows import Flow, read_flows
 from ntg_edge.runtime.sampler import Sampling, generate, sample
 from ntg_edge.train.checkpoint import load_run
+from ntg_edge.train.engine import TorchEngine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,6 +136,22 @@ def test_in_graph_sampler_picks_what_numpy_picks(bundles, flows):
     assert same_flows(a, b) > 0.95
 
 
+def test_guided_generation_from_bundle_matches_torch(run, bundles):
+    """Guidance runs each flow twice, with and without its class, through the engine's step (not the in-graph
+    sampler): the bundle's flows are torch's, as unguided ones are; a model never trained without its class is
+    refused in one line."""
+    model, tok = load_run(run)
+    counts, guided = {c: 8 for c in tok.classes}, Sampling(guidance=0.5)
+    engine, btok = load_bundle(bundles["fp32"], "cpu")
+    assert btok.any_class
+    want = [f for batch in generate(TorchEngine(model), tok, counts, guided, seed=4) for f in batch]
+    assert same_flows(want, [f for batch in generate(engine, btok, counts, guided, seed=4) for f in batch]) > 0.8
+    plain = [f for batch in generate(TorchEngine(model), tok, counts, seed=4) for f in batch]
+    assert same_flows(want, plain) < 0.8
+    with pytest.raises(ValueError, match="guidance 0.5: this model was trained without --class-dropout"):
+        next(generate(engine, dataclasses.replace(btok, any_class=False), counts, guided, seed=4))
+
+
 def test_tampered_bundle_refused(bundles, tmp_path):
     import shutil
 
@@ -239,7 +257,6 @@ def test_length_token_round_trip_and_bundle_generation(flows, tmp_path):
     exact, and the bundle's in-graph sampler draws the bucket first and then the flows torch draws."""
     from conftest import TINY, export_bundles
     from ntg_edge.runtime.settings import TrainConfig
-    from ntg_edge.train.engine import TorchEngine
     from ntg_edge.train.train import train
 
     train(flows, tmp_path / "run", TINY, TrainConfig(epochs=3, val_flows_per_class=10, max_packets=16,
@@ -287,7 +304,6 @@ def test_factorised_head_shares_lengths_and_exports(model_type, flows, tmp_path)
     from test_mamba import TINY_MAMBA
     from ntg_edge.runtime.settings import TrainConfig
     from ntg_edge.train.checkpoint import quantize_run
-    from ntg_edge.train.engine import TorchEngine
     from ntg_edge.train.train import train
 
     mc = TINY if model_type == "llama" else TINY_MAMBA

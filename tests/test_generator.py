@@ -124,9 +124,12 @@ def test_sampling_filters():
     assert abs((draws[:, 0] == 0).mean() - 0.5) < 0.05
 
 
-def test_flows_keep_their_randomness_when_others_end_early(tiny_run):
+@pytest.mark.parametrize("guidance", [0.0, 1.5])
+def test_flows_keep_their_randomness_when_others_end_early(tiny_run, guidance):
     """Uniforms are dealt per flow, not per live row: rows that end early (and are dropped from the batch) must not
-    change the other flows of the same seed, or an engine whose numbers differ slightly would re-deal them all."""
+    change the other flows of the same seed, or an engine whose numbers differ slightly would re-deal them all.
+    Guided, each flow's row without its class must leave the batch with it, or the others would be guided by the
+    wrong rows."""
     model, tok = load_run(tiny_run)
     engine = TorchEngine(model)
 
@@ -140,9 +143,9 @@ def test_flows_keep_their_randomness_when_others_end_early(tiny_run):
                 logits[:16], logits[:16, EOS] = -np.inf, 0.0
             return logits, iat_logits, state
 
-    counts = {c: 8 for c in tok.classes}
-    a = [f for batch in generate(engine, tok, counts, seed=5) for f in batch]
-    b = [f for batch in generate(EndFirstRows(model), tok, counts, seed=5) for f in batch]
+    counts, s = {c: 8 for c in tok.classes}, Sampling(guidance=guidance)
+    a = [f for batch in generate(engine, tok, counts, s, seed=5) for f in batch]
+    b = [f for batch in generate(EndFirstRows(model), tok, counts, s, seed=5) for f in batch]
     assert all(len(f.pl) == 1 for f in b[:16]) and any(len(f.pl) > 1 for f in a[:16])
     assert [(f.pl, f.dir, f.iat) for f in a[16:]] == [(f.pl, f.dir, f.iat) for f in b[16:]]
 

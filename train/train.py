@@ -33,7 +33,7 @@ from tqdm import tqdm
 from ..runtime import metrics
 from ..runtime.flows import Flow, write_atomic
 from ..runtime.sampler import Sampling, generate
-from ..runtime.tokenizer import Tokenizer
+from ..runtime.tokenizer import PAD, Tokenizer
 from .checkpoint import Model, build_model, check_out, save_run
 from ..runtime.settings import TrainConfig
 from .data import IGNORE, batches, encode_all, targets
@@ -187,6 +187,8 @@ def fit(model: Model, flows: list[Flow], seqs, tok: Tokenizer, c: TrainConfig, d
         bar = tqdm(batches(seqs, c.batch_size, rng, weights), total=steps_per_epoch, desc=f"epoch {epoch}",
                    leave=False, disable=None)  # a bar on a terminal only; the epoch line is logged anyway
         for toks, bins in bar:
+            if c.class_dropout:  # the class slot of a hidden class: <PAD>, as the sampler's unguided rows
+                toks[torch.from_numpy(rng.random(len(toks)) < c.class_dropout), 0] = PAD
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, c)
             loss = loss_fn(model, toks.to(device), bins.to(device), tok, c, per_flow)
@@ -235,7 +237,8 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
     torch.manual_seed(c.seed)
     rng = np.random.default_rng(c.seed)
     device = resolve_device(c.device)
-    tok = Tokenizer(classes=tuple(classes), max_packets=c.max_packets, length_token=c.length_token)
+    tok = Tokenizer(classes=tuple(classes), max_packets=c.max_packets, length_token=c.length_token,
+                    any_class=c.class_dropout > 0)
     flows = [f for f in flows if f.pl]
     train_flows, val_flows = split_validation(flows, c)
     train_seqs, val_seqs = encode_all(train_flows, tok), encode_all(val_flows, tok)
