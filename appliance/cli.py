@@ -152,21 +152,25 @@ def import_flows(path, tool, label_column, out) -> None:
 
 @main.command()
 @click.argument("flows", type=click.Path(exists=True, dir_okay=False))
-@out_dir("Directory for train.parquet and test.parquet.")
+@out_dir("Directory for train.parquet, test.parquet and other.parquet.")
 @config_options(SplitConfig)
 def split(flows, out, **kw) -> None:
-    """Benchmark split of a labelled flows file: label = last dotted component, caps, stratified train/test."""
-    from ..runtime.split import format_table, split_flows
+    """Benchmark split of a labelled flows file: label = last dotted component, caps, stratified train/test; the
+    dropped classes' flows from captures without a test flow go to other.parquet (train --other-flows)."""
+    from ..runtime.split import format_table, other_flows, split_flows
 
+    config, data = SplitConfig(**kw), _flows(flows)
     try:
-        train_set, test_set, table = split_flows(_flows(flows), SplitConfig(**kw))
+        train_set, test_set, table = split_flows(data, config)
     except ValueError as e:
         raise click.ClickException(f"{flows}: {e}") from None
+    other = other_flows(data, train_set, test_set, config)
     _write_flows(Path(out) / "train.parquet", train_set)
     _write_flows(Path(out) / "test.parquet", test_set)
+    _write_flows(Path(out) / "other.parquet", other)
     for line in format_table(table):
         click.echo(line)
-    click.echo(f"{len(train_set)} train, {len(test_set)} test flows -> {out}")
+    click.echo(f"{len(train_set)} train, {len(test_set)} test, {len(other)} other flows -> {out}")
 
 
 # -- train, generate ----------------------------------------------------------------------------------------------------
@@ -185,10 +189,13 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--model", "model_type", type=click.Choice(MODELS), default=MODELS[0], show_default=True,
               help="Generator architecture, or one of the reference study's baselines.")
 @out_dir("Run directory to write.")
+@click.option("--other-flows", type=click.Path(exists=True, dir_okay=False),
+              help="Flows of other classes (split's other.parquet), learnt with the class hidden: more traffic to "
+                   "learn from; see --other-share.")
 @model_options(SETTINGS, exclude=tuple(SHARED))
 @config_options(TrainConfig, notes=SHARED)
 @click.pass_context
-def train(ctx, flows, model_type, out, **kw) -> None:
+def train(ctx, flows, model_type, out, other_flows, **kw) -> None:
     """Train a class-conditioned generator on a labelled flows file (labels = classes).
 
     A baseline (--model cvae, gasf, smote or fast_retransmit) is fitted with its own options; of the training loop's
@@ -198,17 +205,19 @@ def train(ctx, flows, model_type, out, **kw) -> None:
 
     mc = model_settings(model_type, SETTINGS, kw, exclude=tuple(SHARED))
     if model_type in BASELINE_CONFIGS:
+        if other_flows:
+            raise click.UsageError(f"--other-flows: not an option of --model {model_type}")
         return _fit_baseline(ctx, flows, model_type, out, mc, kw)
     try:  # the cross-field rules, before any work
         MODEL_CONFIGS[model_type](vocab_size=1, iat_bins=1, block_size=1, **mc)
         config = TrainConfig(**kw)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    data = _flows(flows)
+    data, other = _flows(flows), _flows(other_flows) if other_flows else []
     try:
-        summary = run_training(data, out, mc, config, log=click.echo, model_type=model_type)
+        summary = run_training(data, out, mc, config, log=click.echo, model_type=model_type, other=other)
     except ValueError as e:
-        raise click.ClickException(f"{flows}: {e}") from None
+        raise click.ClickException(f"{other_flows if str(e).startswith('other flows') else flows}: {e}") from None
     sel = summary["selected"]
     window = f", mean of {sel['val_window']} epochs {sel['val_score']:.3f}" if sel["val_window"] > 1 else ""
     refit = ", refit on every flow" if kw.get("refit") else ""

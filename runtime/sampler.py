@@ -39,7 +39,7 @@ class Sampling:
     # Scores that hold what a class shares with every other (a big class's diffuse flows) train a classifier that
     # gives the small classes' test flows to the big ones; guidance moves each flow towards what marks its class.
     guidance: float = knob(0.0, "Classifier-free guidance g: scores = class + g x (class - any class), for a model "
-                                "trained with --class-dropout (0 = off).", lo=0)
+                                "trained with --class-dropout or --other-flows (0 = off).", lo=0)
 
     def __post_init__(self) -> None:
         check(self)
@@ -127,10 +127,10 @@ def sobol_base() -> np.ndarray:
 
 
 def check_guidance(tok: Tokenizer, s: Sampling) -> None:
-    """Guidance needs scores of flows of any class, which only a model trained with class dropout has."""
+    """Guidance needs scores of flows of any class, which only a model trained with the class hidden has."""
     if s.guidance and not tok.any_class:
-        raise ValueError(f"guidance {s.guidance:g}: this model was trained without --class-dropout, so it has no "
-                         "scores for flows of any class to guide against (use guidance 0)")
+        raise ValueError(f"guidance {s.guidance:g}: this model was trained without --class-dropout or --other-flows, "
+                         "so it has no scores for flows of any class to guide against (use guidance 0)")
 
 
 def generate_batch(

@@ -201,6 +201,10 @@ class TrainConfig:
     # Classifier-free guidance (runtime/sampler.py Sampling.guidance) needs the model without its class as well.
     class_dropout: float = knob(0.0, "Share of training flows whose class token is hidden (<PAD>), so that the model "
                                      "also learns flows of any class, for generate --guidance.", lo=0, hi=1, hi_open=True)
+    # Flows of classes the split left out (split's other.parquet) teach traffic in general: handshakes, size
+    # patterns, timing, which a 20-flow class cannot teach alone (docs/benchmarks.md#other-flows).
+    other_share: float = knob(0.2, "Share of training draws taken from --other-flows (learnt with the class hidden); "
+                                   "the training flows keep their draws per epoch.", lo=0, hi=1, hi_open=True)
     seed: int = knob(0, "Random seed (data order, initialisation, validation draws).", lo=0, hi=SEED_MAX)
     device: str = knob("auto", "Where to train.", choices=("auto", "cpu", "cuda"))
 

@@ -5,6 +5,10 @@ come from one web-attack capture, most `BitTorrent` flows from one session). So 
 most `cap_per_file` flows (default 50: it cuts `HTTP`'s largest capture from over 80% of the class to about a fifth)
 and each class at most `cap_per_class`, both drawn at random with the split's seed; classes left with fewer than
 `min_flows` flows are dropped; the rest is split train/test stratified by class.
+
+What the split leaves out is not wasted: `other_flows` keeps the flows of the dropped classes (and unlabelled ones)
+from captures that hold no test flow, for `train --other-flows` to learn with their class hidden. A capture with a
+test flow gives none, lest a flow beside a test flow (its DNS lookup, a parallel connection) teach the test split.
 """
 
 from __future__ import annotations
@@ -82,6 +86,16 @@ def split_flows(flows: list[Flow], c: SplitConfig = SplitConfig()) -> tuple[list
                               sum(f.label == name for f in train), sum(f.label == name for f in test)))
     table.sort(key=lambda r: (-r.flows, r.name))
     return train, test, table
+
+
+def other_flows(flows: list[Flow], train: list[Flow], test: list[Flow],
+                c: SplitConfig = SplitConfig()) -> list[Flow]:
+    """Flows of `c.min_packets`+ packets whose class is not one of the split's, from captures with no test flow
+    (module doc); labels as the split names them (`class_name`)."""
+    classes = {f.label for f in train}
+    test_files = {f.file for f in test}
+    return [replace(f, label=class_name(f.label)) for f in flows
+            if f.packets >= c.min_packets and class_name(f.label) not in classes and f.file not in test_files]
 
 
 def format_table(table: list[ClassRow]) -> list[str]:

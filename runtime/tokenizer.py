@@ -39,8 +39,8 @@ class Tokenizer:
     iat_min: float = 1e-6
     iat_max: float = 1800.0
     length_token: bool = False
-    # The model also learnt flows whose class is hidden, <PAD> in the class slot (train --class-dropout): the scores
-    # that classifier-free guidance (runtime/sampler.py) steers a class away from.
+    # The model also learnt flows whose class is hidden, <PAD> in the class slot (train --class-dropout or
+    # --other-flows): the scores that classifier-free guidance (runtime/sampler.py) steers a class away from.
     any_class: bool = False
     # A factorised head's training packets (runtime/lengths.py): {"per_direction": K, "counts": {class: [packet id,
     # packets, packet id, packets, ...]}}, from which `head` draws each exact length inside its bucket per class.
@@ -197,9 +197,10 @@ class Tokenizer:
         return centres[np.asarray(bins, dtype=np.int64)]
 
     # -- flows <-> sequences ---------------------------------------------------------------------------------------
-    def encode(self, flow: Flow) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, flow: Flow, hide_class: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Flow -> (token ids, iat bins), both of length len(packets) + 2: class, packets, <EOS>. Raises ValueError,
-        naming the flow's class, for what has no token (see the module doc) or unaligned pl/dir/iat."""
+        naming the flow's class, for what has no token (see the module doc) or unaligned pl/dir/iat. With
+        `hide_class` the class slot is <PAD> (any class, `any_class`), and the flow's label need not be a class."""
         if not len(flow.pl) == len(flow.dir) == len(flow.iat):
             raise ValueError(f"flow of class {flow.label!r}: {len(flow.pl)} payload lengths, {len(flow.dir)} "
                              f"directions, {len(flow.iat)} inter-arrivals (expected one of each per packet)")
@@ -207,7 +208,7 @@ class Tokenizer:
         first = 1 + self.length_token  # index of the first packet
         toks = np.empty(n + first + 1, dtype=np.int64)
         bins = np.zeros(n + first + 1, dtype=np.int64)
-        toks[0] = self.class_token(flow.label)
+        toks[0] = PAD if hide_class else self.class_token(flow.label)
         if self.length_token:
             toks[1] = self.length_id(n)
         try:

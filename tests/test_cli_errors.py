@@ -110,6 +110,17 @@ def test_outputs_never_land_in_a_folder_of_other_files(real_files, tiny_run, tmp
         fails(args, "--out" if "--out" in args else "--json", "empty")
 
 
+def test_train_other_flows_of_a_training_class_or_for_a_baseline(real_files, tmp_path):
+    """--other-flows given the training flows themselves: refused, naming the other file; a baseline has no use
+    for them."""
+    fails(["train", real_files["train"], "--other-flows", real_files["test"], "--out", tmp_path / "run", "--epochs",
+           "1"], str(real_files["test"]), "training classes")
+    fails(["train", real_files["train"], "--model", "smote", "--other-flows", real_files["test"], "--out",
+           tmp_path / "run"], "--other-flows", "smote")
+    fails(["train", real_files["train"], "--other-share", "1", "--out", tmp_path / "run"], "--other-share")
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_needs_two_labelled_classes(demo_split, tmp_path):
     one = tmp_path / "one.parquet"
     write_flows(one, [f for f in demo_split[0] if f.label == "dns"])

@@ -437,3 +437,31 @@ def test_refit_trains_on_every_flow_for_the_chosen_epochs(demo_split, tmp_path):
     assert 0 <= cfg["refit"]["copy_rate"] <= 1
     held_out, refitted = (load_run(runs[r])[0].tok_emb.weight for r in (False, True))
     assert held_out.shape == refitted.shape and not torch.equal(held_out, refitted)
+
+
+def test_other_flows_are_learnt_with_the_class_hidden(demo_split, tmp_path):
+    """A class's flows given as other flows (not a training class) must be learnt under the hidden class: the model
+    scores held-out flows of that class, class hidden, better than a twin trained without them; flows of a training
+    class are refused."""
+    from ntg_edge.runtime.settings import TrainConfig
+    from ntg_edge.train.data import batches
+    from ntg_edge.train.train import loss_fn, train
+
+    flows = [f for f in demo_split[0] if f.label != "ssh"]
+    other = [f for f in demo_split[0] if f.label == "ssh"]
+    held_out = [f for f in demo_split[1] if f.label == "ssh"]
+    config = TrainConfig(epochs=3, val_flows_per_class=10, max_packets=16, other_share=0.3)
+    losses = {}
+    for given in (False, True):
+        run = tmp_path / f"other-{given}"
+        train(flows, run, TINY, config, log=lambda *_: None, other=other if given else [])
+        model, tok = load_run(run)
+        assert tok.any_class == given and "ssh" not in tok.classes
+        seqs = [tok.encode(f, hide_class=True) for f in held_out]
+        with torch.no_grad():
+            losses[given] = np.mean([loss_fn(model.eval(), a, b, tok).item() for a, b in batches(seqs, 64)])
+    assert losses[True] < losses[False] - 0.5, losses
+    with pytest.raises(ValueError, match=r"other flows: 3 are of the training classes \(dns\)"):
+        train(flows, tmp_path / "refused", TINY, config, log=lambda *_: None,
+              other=other + [f for f in flows if f.label == "dns"][:3])
+    assert not (tmp_path / "refused").exists()

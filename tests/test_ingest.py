@@ -12,7 +12,7 @@ import shutil
 import socket
 import struct
 import subprocess
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from ntg_edge.appliance.cli import main
 from ntg_edge.runtime.flows import Flow, read_flows, write_flows
 from ntg_edge.runtime.ingest import Assembly, Labels, assemble, ingest_paths
 from ntg_edge.runtime.pcap import GTP, Packet, decode, open_file
-from ntg_edge.runtime.split import SplitConfig, split_flows
+from ntg_edge.runtime.split import SplitConfig, other_flows, split_flows
 
 # ---------------------------------------------------------------- byte-level capture builders
 
@@ -409,12 +409,28 @@ def test_split_caps_stratification_and_seed():
     assert [(f.file, f.src_port) for f in other[0]] != [(f.file, f.src_port) for f in train]
 
 
+def test_other_flows_are_the_dropped_classes_away_from_test_captures():
+    """The split's other flows: every 3+-packet flow of a class the split dropped (too rare, unknown, unlabelled),
+    except those from a capture that holds a test flow; none of a kept class."""
+    flows = (_labelled("Google", "g1.pcap", 30) + _labelled("Google", "g2.pcap", 30) + _labelled("DNS", "d.pcap", 40)
+             + _labelled("Rare", "r.pcap", 15) + _labelled("TLS.Rare", "g1.pcap", 4) + _labelled("Unknown", "u.pcap", 7)
+             + _labelled("", "e.pcap", 5) + _labelled("Short", "s.pcap", 50, packets=2))
+    config = SplitConfig(seed=3)
+    train, test, _ = split_flows(flows, config)
+    other = other_flows(flows, train, test, config)
+    assert Counter(f.label for f in other) == {"Rare": 15, "Unknown": 7, "": 5}  # g1.pcap holds a test flow
+    assert "g1.pcap" in {f.file for f in test}
+
+
 def test_split_of_the_corpus(ndpi_flows):
     train, test, table = split_flows(ndpi_flows[0])
     assert len(table) >= 35 and all(r.flows >= 20 and r.test >= 4 for r in table)
     big = {r.name: r for r in table}
     assert big["HTTP"].flows < 300  # the web-attack capture no longer makes up most of HTTP
     assert abs(len(test) / (len(train) + len(test)) - 0.2) < 0.01
+    other = other_flows(ndpi_flows[0], train, test)
+    assert len(other) > 500 and not {f.label for f in other} & set(big)
+    assert not {f.file for f in other} & {f.file for f in test}
 
 
 # ---------------------------------------------------------------- CLI
@@ -436,6 +452,7 @@ def test_cli_ingest_and_split(tmp_path):
     assert "2 classes" in result.output
     assert len(read_flows(tmp_path / "split" / "train.parquet")) == 40
     assert len(read_flows(tmp_path / "split" / "test.parquet")) == 10
+    assert read_flows(tmp_path / "split" / "other.parquet") == [] and "0 other flows" in result.output
 
 
 def test_cli_ingest_tcp_end_flag(tmp_path):

@@ -31,8 +31,10 @@ def batches(
     batch_size: int,
     rng: np.random.Generator | None = None,
     weights: np.ndarray | None = None,
+    n_draws: int | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of batches: in order, shuffled (rng), or drawn with replacement by `weights` (rng and weights).
+    """One epoch of batches: in order, shuffled (rng), or `n_draws` (default: as many as sequences) drawn with
+    replacement by `weights` (rng and weights).
 
     Within windows of 32 batches, sequences of similar length go together.
     """
@@ -42,7 +44,7 @@ def batches(
     elif weights is None:
         order = rng.permutation(n)
     else:
-        order = rng.choice(n, n, p=weights / weights.sum())
+        order = rng.choice(n, n_draws or n, p=weights / weights.sum())
     window = 32 * batch_size
     groups = []
     for w in range(0, len(order), window):

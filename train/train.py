@@ -165,26 +165,35 @@ def new_model(model_type: str, tok: Tokenizer, mc: dict | None, c: TrainConfig, 
 
 
 def fit(model: Model, flows: list[Flow], seqs, tok: Tokenizer, c: TrainConfig, device: str,
-        rng: np.random.Generator) -> Iterator[tuple[int, Model, float]]:
+        rng: np.random.Generator, other_seqs=()) -> Iterator[tuple[int, Model, float]]:
     """Train `model` on `flows` (encoded as `seqs`) for up to c.epochs; after each epoch yields (epoch, the weights to
-    evaluate and keep: the weight average, or the model itself without one, seconds the epoch took)."""
+    evaluate and keep: the weight average, or the model itself without one, seconds the epoch took).
+
+    `other_seqs` (encoded flows, class hidden) take c.other_share of the draws, on top of the flows' own: an epoch
+    draws len(flows) / (1 - other_share) sequences, so the flows are drawn as often as in a run without them."""
     # matrices decay, except those a model marks (Mamba's A_log: decay would pull every A towards -1)
     decay = [p for p in model.parameters() if p.dim() >= 2 and not getattr(p, "_no_weight_decay", False)]
     other = [p for p in model.parameters() if p.dim() < 2 or getattr(p, "_no_weight_decay", False)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay}, {"params": other, "weight_decay": 0}],
                             lr=c.lr, betas=(0.9, 0.95), fused=device == "cuda")
-    steps_per_epoch = math.ceil(len(seqs) / c.batch_size)
+    share = c.other_share if len(other_seqs) else 0.0
+    n_draws = round(len(seqs) / (1 - share))
+    steps_per_epoch = math.ceil(n_draws / c.batch_size)
     total = c.epochs * steps_per_epoch
     ema_decay = 1 - 1 / max(1.0, c.ema_horizon * total)
     ema = AveragedModel(model, avg_fn=ema_update(ema_decay)) if c.ema_horizon else None
     n_class = Counter(f.label for f in flows)
     weights = np.array([n_class[f.label] ** -c.balance for f in flows])
-    per_flow = target_weights(seqs, tok, c)
+    if share:  # the other flows uniformly, as one share of the draws
+        weights = np.concatenate([weights / weights.sum() * (1 - share),
+                                  np.full(len(other_seqs), share / len(other_seqs))])
+    per_flow = target_weights(seqs, tok, c)  # of the training flows: the same loss scale with or without others
+    seqs = [*seqs, *other_seqs]
     step = 0
     for epoch in range(1, c.epochs + 1):
         model.train()
         t0, n_tok = time.perf_counter(), 0
-        bar = tqdm(batches(seqs, c.batch_size, rng, weights), total=steps_per_epoch, desc=f"epoch {epoch}",
+        bar = tqdm(batches(seqs, c.batch_size, rng, weights, n_draws), total=steps_per_epoch, desc=f"epoch {epoch}",
                    leave=False, disable=None)  # a bar on a terminal only; the epoch line is logged anyway
         for toks, bins in bar:
             if c.class_dropout:  # the class slot of a hidden class: <PAD>, as the sampler's unguided rows
@@ -205,13 +214,14 @@ def fit(model: Model, flows: list[Flow], seqs, tok: Tokenizer, c: TrainConfig, d
 
 
 def refit(flows: list[Flow], out: str | Path, model_type: str, mc: dict | None, tok: Tokenizer, c: TrainConfig,
-          device: str, best: dict, meta: dict, per_class: dict[str, int], log) -> None:
+          device: str, best: dict, meta: dict, per_class: dict[str, int], log, other_seqs=()) -> None:
     """Train a fresh model on every flow, validation slice included, for the epochs the checkpoint rule chose, and
     write it over the chosen checkpoint. A small class then keeps every flow it has; the copy rate can no longer be
     held against a natural rate, so it is measured against all flows and logged."""
     torch.manual_seed(c.seed)
     model = new_model(model_type, tok, mc, c, device)
-    for epoch, kept, _ in fit(model, flows, encode_all(flows, tok), tok, c, device, np.random.default_rng(c.seed)):
+    for epoch, kept, _ in fit(model, flows, encode_all(flows, tok), tok, c, device, np.random.default_rng(c.seed),
+                              other_seqs):
         if epoch == best["epoch"]:
             break
     syn = [f for b in generate(TorchEngine(kept), tok, per_class, seed=c.seed) for f in b]
@@ -222,41 +232,52 @@ def refit(flows: list[Flow], out: str | Path, model_type: str, mc: dict | None, 
 
 
 def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainConfig = TrainConfig(),
-          log=print, model_type: str = "llama") -> dict:
+          log=print, model_type: str = "llama", other: list[Flow] = ()) -> dict:
     """Train a generator on labelled flows and write the chosen checkpoint to `out`; returns the summary.
 
     `model_type` is "llama" or "mamba" (runtime/settings.py MODEL_CONFIGS); `mc` overrides that config's defaults
-    (vocabulary sizes come from the tokenizer). Raises ValueError when the flows
-    cannot train a class-conditioned model (fewer than 2 classes, or a class with no flow left for training).
+    (vocabulary sizes come from the tokenizer). `other`: flows of other classes, learnt with the class hidden
+    (`fit`); they take no part in validation. Raises ValueError when the flows cannot train a class-conditioned
+    model (fewer than 2 classes, or a class with no flow left for training), or when an other flow is of a class.
     """
     check_out(out)
     classes = sorted({f.label for f in flows if f.pl})
     if len(classes) < 2 or "" in classes:
         raise ValueError(f"need labelled flows of at least 2 classes with packets (got {len(classes)} class(es)"
                          f"{', some unlabelled' if '' in classes else ''})")
+    other = [f for f in other if f.pl]
+    shared = sorted({f.label for f in other} & set(classes))
+    if shared:  # most likely the training flows themselves, or flows beside the test split's
+        raise ValueError(f"other flows: {sum(f.label in shared for f in other)} are of the training classes "
+                         f"({', '.join(shared[:3])}{' ...' if len(shared) > 3 else ''}); expected other classes")
     torch.manual_seed(c.seed)
     rng = np.random.default_rng(c.seed)
     device = resolve_device(c.device)
     tok = Tokenizer(classes=tuple(classes), max_packets=c.max_packets, length_token=c.length_token,
-                    any_class=c.class_dropout > 0)
+                    any_class=c.class_dropout > 0 or bool(other))
     flows = [f for f in flows if f.pl]
     train_flows, val_flows = split_validation(flows, c)
     train_seqs, val_seqs = encode_all(train_flows, tok), encode_all(val_flows, tok)
     natural = metrics.copy_rate(train_flows, val_flows)
     if c.length_head:
         tok = tok.with_length_head(train_flows, c.length_head)
+    try:
+        other_seqs = [tok.encode(f, hide_class=True) for f in other]
+    except ValueError as e:
+        raise ValueError(f"other flows: {e}") from None
     model = new_model(model_type, tok, mc, c, device)
     n_params = plain_params(model)
     log(f"model: {model_type}, {n_params / 1e6:.2f} M parameters; {len(tok.classes)} classes; "
-        f"{len(train_flows)} train / {len(val_flows)} validation flows; natural copy rate {natural:.2f}; {device}")
+        f"{len(train_flows)} train / {len(val_flows)} validation flows"
+        f"{f' (+ {len(other)} of other classes)' if other else ''}; natural copy rate {natural:.2f}; {device}")
 
     n_class = Counter(f.label for f in train_flows)
     per_class = {k: min(c.val_flows_per_class, max(v, 10)) for k, v in n_class.items()}
-    meta = {"train": asdict(c), "natural_copy_rate": natural}
+    meta = {"train": asdict(c), "natural_copy_rate": natural, "other_flows": len(other)}
 
     # a run shorter than the window scores its last epoch by all of them
     history, rule = [], CheckpointRule(natural, c.patience, min(c.val_window, c.epochs))
-    for epoch, kept, epoch_s in fit(model, train_flows, train_seqs, tok, c, device, rng):
+    for epoch, kept, epoch_s in fit(model, train_flows, train_seqs, tok, c, device, rng, other_seqs):
         vl = val_loss(kept, val_seqs, tok, device)
         syn = [f for b in generate(TorchEngine(kept), tok, per_class, seed=c.seed) for f in b]
         vscore = metrics.train_test_f1(syn, val_flows, seed=c.seed)
@@ -277,6 +298,6 @@ def train(flows: list[Flow], out: str | Path, mc: dict | None = None, c: TrainCo
         save_run(out, kept, tok, {**meta, "selected": best})
         log("warning: no epoch kept the copy rate at or below the natural rate; kept the last epoch")
     if c.refit:
-        refit(flows, out, model_type, mc, tok, c, device, best, meta, per_class, log)
+        refit(flows, out, model_type, mc, tok, c, device, best, meta, per_class, log, other_seqs)
     write_atomic(Path(out, "history.yaml"), lambda tmp: Path(tmp).write_text(yaml.safe_dump(history, sort_keys=False)))
     return {"selected": best, "history": history, "natural_copy_rate": natural, "params": n_params}
