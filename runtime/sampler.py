@@ -39,7 +39,8 @@ class Sampling:
     # Scores that hold what a class shares with every other (a big class's diffuse flows) train a classifier that
     # gives the small classes' test flows to the big ones; guidance moves each flow towards what marks its class.
     guidance: float = knob(0.0, "Classifier-free guidance g: scores = class + g x (class - any class), for a model "
-                                "trained with --class-dropout or --other-flows (0 = off).", lo=0)
+                                "trained with --class-dropout (0 = off); an --other-flows model guides away "
+                                "from the other classes' traffic instead, which measured worse.", lo=0)
 
     def __post_init__(self) -> None:
         check(self)
